@@ -1,0 +1,26 @@
+# Set-up on a fresh machine is part of each target: a venv in .venv with the
+# package (editable) and its dev extras.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= out/demo
+
+.PHONY: demo test bench clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/twinstage demo --out $(OUT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

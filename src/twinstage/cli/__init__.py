@@ -1,0 +1,206 @@
+"""``twinstage`` command line: thin wrappers over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_set(items: Sequence[str]) -> list[tuple[str, str, Any]]:
+    out = []
+    for item in items:
+        prim, sep, rest = item.partition(".")
+        name, eq, value = rest.partition("=")
+        if not sep or not eq or not prim.startswith("/") or not name:
+            raise SystemExit(f"--set {item!r}: expected /Prim/Path.attribute=value")
+        out.append((prim, name, _value(value)))
+    return out
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import twinstage
+
+    twin = twinstage.open(args.scene, rate=args.rate, realtime=args.realtime, seed=args.seed)
+    for prim, name, value in _parse_set(args.set or []):
+        twin.set(prim, **{name: value})
+    if args.record:
+        twin.record(args.record)
+    with twin:
+        if args.ticks is not None:
+            twin.run(ticks=args.ticks)
+        else:
+            twin.run(duration=args.duration)
+    st = twin.stats()
+    print(f"ran {st['tick']} ticks ({st['sim_time']:.3f} s sim) of {args.scene}; {twin.table.n_entries} values, "
+          f"max per-prim staleness {st['writer']['max_staleness_s']:.3f} s, errors {st['errors']}")
+    if args.record:
+        print(f"recorded to {args.record}")
+    return 1 if twin.errors else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..usd import describe, open_stage
+
+    info = describe(open_stage(args.file, load=args.load))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['file']}\n  defaultPrim {info['defaultPrim']}  upAxis {info['upAxis']}  metersPerUnit {info['metersPerUnit']}"
+          f"{'' if info['metersPerUnitAuthored'] else ' (not authored)'}  prims {info['prims']}")
+    if info["timeRange"]:
+        print(f"  time {info['timeRange'][0]}..{info['timeRange'][1]} at {info['timeCodesPerSecond']} codes/s")
+    print("hierarchy:")
+    for h in info["hierarchy"]:
+        depth = h["path"].count("/") - 1
+        extra = " ".join(x for x in (h["kind"], "payload" if h["payload"] else "", "unloaded" if not h["loaded"] else "",
+                                        " ".join(f"{k}={v}" for k, v in h["variants"].items())) if x)
+        print(f"  {'  ' * depth}{h['path'].rsplit('/', 1)[-1]} <{h['type'] or '-'}> {extra}".rstrip())
+    if info["twinPrims"]:
+        print(f"twin prims ({len(info['twinPrims'])}):")
+        for t in info["twinPrims"]:
+            print(f"  {t['path']}  kind={t['kind']} model={t['model'] or '-'} id={t['assetId']}")
+            for a in t["attributes"]:
+                print(f"      twin:{a['name']} = {a['value']} {a['unit']}  [{a['type']}, {a['role']}, {a['min']}..{a['max']}]")
+    else:
+        print(f"no twin prims; candidate assets ({len(info['candidateAssets'])}):")
+        for c in info["candidateAssets"]:
+            print(f"  {c['path']} <{c['type']}> {c['kind']}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ..usd._validate import summary, validate
+
+    findings = validate(args.file, usd_validators=not args.no_usd_validators)
+    s = summary(findings)
+    if args.json:
+        print(json.dumps({"file": str(args.file), **s, "findings": [f.__dict__ for f in findings]}, indent=2))
+    else:
+        for f in findings:
+            print(f)
+        print(f"{args.file}: {s['errors']} errors, {s['warnings']} warnings")
+    return 1 if s["errors"] else 0
+
+
+def cmd_scene(args: argparse.Namespace) -> int:
+    from ..scenes import build_pump_testbed, generate_factory
+
+    if args.scene_cmd == "generate":
+        generate_factory(args.assets, args.out, items=args.items, seed=args.seed)
+        print(f"wrote {args.out}: {args.assets} machines, {args.items} conveyor items")
+    else:
+        build_pump_testbed(args.out, parts=args.parts)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_export_animation(args: argparse.Namespace) -> int:
+    from ..usd._recorder import Recording
+
+    out = Recording(args.recording).export_per_prim(args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), ticks=args.ticks, realtime=args.realtime)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twinstage", description="A digital twin runtime on OpenUSD.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd")
+
+    r = sub.add_parser("run", help="run a twin scene")
+    r.add_argument("scene")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--ticks", type=int)
+    g.add_argument("--duration", type=float, default=10.0, help="sim seconds (default 10)")
+    r.add_argument("--rate", type=float, default=10.0, help="ticks per sim second (default 10)")
+    r.add_argument("--realtime", action="store_true", help="pace ticks to the wall clock")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--record", metavar="OUT.usdc")
+    r.add_argument("--set", action="append", metavar="/Prim.attr=value", help="initial input, e.g. /Testbed/Valve1.opening=0.4")
+    r.set_defaults(fn=cmd_run)
+
+    i = sub.add_parser("info", help="hierarchy, twin prims, attributes and units of a USD file")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--load", choices=("all", "none"), default="all", help="'none' leaves payloads unloaded")
+    i.set_defaults(fn=cmd_info)
+
+    v = sub.add_parser("validate", help="OpenUSD validators + twin schema checks (exit 1 on errors)")
+    v.add_argument("file")
+    v.add_argument("--json", action="store_true")
+    v.add_argument("--no-usd-validators", action="store_true", help="only stage-convention and twin checks")
+    v.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("scene", help="build sample scenes")
+    ssub = s.add_subparsers(dest="scene_cmd", required=True)
+    sg = ssub.add_parser("generate", help="a factory floor of N machines (thermal) and conveyor items")
+    sg.add_argument("--assets", type=int, required=True)
+    sg.add_argument("--items", type=int, default=0)
+    sg.add_argument("--seed", type=int, default=0)
+    sg.add_argument("-o", "--out", required=True)
+    sp = ssub.add_parser("pump", help="the SKAB pump testbed")
+    sp.add_argument("-o", "--out", required=True)
+    sp.add_argument("--parts", help="where to write the mesh parts file (default beside the scene)")
+    s.set_defaults(fn=cmd_scene)
+
+    e = sub.add_parser("export-animation", help="recording → per-prim time samples (Omniverse/usdview animation)")
+    e.add_argument("recording")
+    e.add_argument("out")
+    e.set_defaults(fn=cmd_export_animation)
+
+    d = sub.add_parser("demo", help="run the pump testbed on embedded defaults and record it")
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--ticks", type=int, default=1200, help="ticks at 10 Hz (default 1200 = 2 sim minutes)")
+    d.add_argument("--realtime", action="store_true")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.version:
+        from .. import __version__
+
+        print(__version__)
+        return 0
+    if not args.cmd:
+        parser.print_help()
+        return 2
+    from ..models import ModelError
+    from ..state import StateError
+    from ..units import UnitError
+    from ..usd import SchemaError, StageError
+
+    try:
+        return args.fn(args)
+    except (StageError, SchemaError, StateError, ModelError, UnitError) as exc:
+        print(f"twinstage {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2

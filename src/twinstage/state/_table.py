@@ -1,0 +1,262 @@
+"""StateTable: the hot twin state as numpy structure-of-arrays."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ._frame import Change, Frame, Quality
+
+DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "vec3": np.float64}
+
+
+class StateError(ValueError):
+    """A state access or update is invalid; the message names prim and attribute."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """All values of one twin attribute name across the prims that declare it.
+
+    Rows are in stage order. ``prim_index[row]`` is the row's prim in
+    :attr:`StateTable.prims`; ``offset`` is the channel's first entry in the flat
+    entry numbering (``offset + row``) that sinks and the bridge use.
+    """
+
+    name: str
+    type: str
+    unit: str
+    prim_index: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    role: np.ndarray  # object array of role strings per row
+    drives: tuple[str, ...]
+    description: tuple[str, ...]
+    offset: int
+
+    def __len__(self) -> int:
+        return len(self.prim_index)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """Input to :class:`StateTable`: one attribute of one prim."""
+
+    prim: str
+    name: str
+    type: str
+    value: Any
+    unit: str = ""
+    min: float = -math.inf
+    max: float = math.inf
+    role: str = "state"
+    drives: str = ""
+    description: str = ""
+
+
+class StateTable:
+    """Structure-of-arrays over all twin prims × attributes.
+
+    ``table[name]`` is the live numpy array of channel ``name`` (float64, int64,
+    bool, or float64 (n, 3) for vec3); models write into it in place. One channel
+    has one type and one unit: a scene that declares ``twin:temperature`` in
+    ``degC`` on one prim and ``K`` on another is rejected when the table is built.
+    """
+
+    def __init__(self, prims: Sequence[str], declarations: Iterable[Declaration]):
+        self.prims: tuple[str, ...] = tuple(prims)
+        self.prim_index: dict[str, int] = {p: i for i, p in enumerate(self.prims)}
+        if len(self.prim_index) != len(self.prims):
+            raise StateError("duplicate prim paths in state table")
+        grouped: dict[str, list[Declaration]] = {}
+        for d in declarations:
+            if d.prim not in self.prim_index:
+                raise StateError(f"{d.prim}: declaration for a prim that is not in the table")
+            grouped.setdefault(d.name, []).append(d)
+        self.channels: dict[str, Channel] = {}
+        self._values: dict[str, np.ndarray] = {}
+        self._quality: dict[str, np.ndarray] = {}
+        self._rows: dict[str, dict[int, int]] = {}
+        offset = 0
+        for name in sorted(grouped):
+            decls = sorted(grouped[name], key=lambda d: self.prim_index[d.prim])
+            first = decls[0]
+            for d in decls[1:]:
+                if d.type != first.type:
+                    raise StateError(
+                        f"twin:{name} is {first.type} on {first.prim} but {d.type} on {d.prim}: one channel has one type"
+                    )
+                if d.unit != first.unit:
+                    raise StateError(
+                        f"twin:{name} is in {first.unit!r} on {first.prim} but {d.unit!r} on {d.prim}: one channel has one unit"
+                    )
+            idx = np.array([self.prim_index[d.prim] for d in decls], dtype=np.int32)
+            if len(np.unique(idx)) != len(idx):
+                raise StateError(f"twin:{name} declared twice on one prim")
+            dtype = DTYPES[first.type]
+            if first.type == "vec3":
+                vals = np.array([tuple(d.value) for d in decls], dtype=dtype).reshape(len(decls), 3)
+            else:
+                vals = np.array([d.value for d in decls], dtype=dtype)
+            idx.flags.writeable = False
+            ch = Channel(
+                name=name,
+                type=first.type,
+                unit=first.unit,
+                prim_index=idx,
+                lo=np.array([d.min for d in decls], dtype=np.float64),
+                hi=np.array([d.max for d in decls], dtype=np.float64),
+                role=np.array([d.role for d in decls], dtype=object),
+                drives=tuple(d.drives for d in decls),
+                description=tuple(d.description for d in decls),
+                offset=offset,
+            )
+            offset += len(decls)
+            self.channels[name] = ch
+            self._values[name] = vals
+            self._quality[name] = np.zeros(len(decls), dtype=np.uint8)
+            self._rows[name] = {int(p): r for r, p in enumerate(idx)}
+        self.n_entries = offset
+        self._prev = {k: v.copy() for k, v in self._values.items()}
+        self._prev_quality = {k: q.copy() for k, q in self._quality.items()}
+
+    # -- access -------------------------------------------------------------
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise StateError(f"no twin attribute named {name!r} in this twin (have: {', '.join(sorted(self._values))})") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def quality(self, name: str) -> np.ndarray:
+        self[name]
+        return self._quality[name]
+
+    def row(self, prim: str, name: str) -> int:
+        """Row of ``prim``'s ``twin:<name>`` in its channel."""
+        pi = self.prim_index.get(prim)
+        if pi is None:
+            raise StateError(f"{prim}: not a twin prim of this twin")
+        self[name]
+        r = self._rows[name].get(pi)
+        if r is None:
+            attrs = [n for n, rows in self._rows.items() if pi in rows]
+            raise StateError(f"{prim}: has no twin attribute {name!r} (has: {', '.join(attrs)})")
+        return r
+
+    def rows(self, name: str, prim_indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows of channel ``name`` for the given prim indices (vectorised lookup; all must exist)."""
+        ch = self.channels.get(name)
+        if ch is None:
+            raise StateError(f"no twin attribute named {name!r} in this twin")
+        pos = np.searchsorted(ch.prim_index, prim_indices)
+        pos = np.clip(pos, 0, max(len(ch) - 1, 0))
+        bad = len(ch) == 0 or ch.prim_index[pos] != np.asarray(prim_indices)
+        if np.any(bad):
+            missing = np.asarray(prim_indices)[np.atleast_1d(bad)] if len(ch) else np.asarray(prim_indices)
+            raise StateError(f"{self.prims[int(missing[0])]}: has no twin attribute {name!r}")
+        return pos.astype(np.int64)
+
+    def attributes(self, prim: str) -> list[str]:
+        pi = self.prim_index.get(prim)
+        if pi is None:
+            raise StateError(f"{prim}: not a twin prim of this twin")
+        return [n for n, rows in self._rows.items() if pi in rows]
+
+    def get(self, prim: str, name: str) -> Any:
+        r = self.row(prim, name)
+        v = self._values[name][r]
+        return tuple(float(c) for c in v) if self.channels[name].type == "vec3" else v.item()
+
+    def validate(self, prim: str, name: str, value: Any) -> Any:
+        """Check ``value`` against the attribute's type and limits; return it as stored."""
+        r = self.row(prim, name)
+        ch = self.channels[name]
+        where = f"{prim}.twin:{name}"
+        if ch.type == "vec3":
+            try:
+                comps = [float(c) for c in value]
+            except (TypeError, ValueError):
+                raise StateError(f"{where}: expected 3 numbers, got {value!r}") from None
+            if len(comps) != 3:
+                raise StateError(f"{where}: expected 3 numbers, got {len(comps)}")
+            if not all(math.isfinite(c) for c in comps):
+                raise StateError(f"{where}: values must be finite, got {value!r}")
+            return np.array(comps)
+        if isinstance(value, np.generic):
+            value = value.item()
+        if ch.type == "bool":
+            if not isinstance(value, bool):
+                raise StateError(f"{where}: expected a bool, got {type(value).__name__} {value!r}")
+            return value
+        if ch.type == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+                raise StateError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            v = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise StateError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            v = float(value)
+            if not math.isfinite(v):
+                raise StateError(f"{where}: value must be finite, got {value!r}")
+        if not ch.lo[r] <= v <= ch.hi[r]:
+            raise StateError(f"{where}: {v} is outside its limits [{ch.lo[r]}, {ch.hi[r]}] {ch.unit}")
+        return v
+
+    def entry(self, index: int) -> tuple[str, str]:
+        """``(prim, attribute)`` of flat entry ``index``."""
+        for ch in self.channels.values():
+            if ch.offset <= index < ch.offset + len(ch):
+                return self.prims[int(ch.prim_index[index - ch.offset])], ch.name
+        raise StateError(f"entry {index} out of range 0..{self.n_entries - 1}")
+
+    # -- tick support ---------------------------------------------------------
+    def sanitize(self) -> list[str]:
+        """Replace non-finite float values with the previous ones, flagged BAD. Returns the channels affected."""
+        hit = []
+        for name, ch in self.channels.items():
+            if ch.type not in ("float", "vec3"):
+                continue
+            vals = self._values[name]
+            ok = np.isfinite(vals)
+            if ch.type == "vec3":
+                ok = ok.all(axis=1)
+            if not ok.all():
+                bad = ~ok
+                vals[bad] = self._prev[name][bad]
+                self._quality[name][bad] |= np.uint8(Quality.BAD)
+                hit.append(name)
+        return hit
+
+    def diff(self, tick: int, sim_time: float, wall_time: float) -> Frame:
+        """Build the Frame of everything changed since the last diff, then remember the state."""
+        changes: dict[str, Change] = {}
+        for name, vals in self._values.items():
+            prev = self._prev[name]
+            q = self._quality[name]
+            neq = vals != prev
+            if neq.ndim == 2:
+                neq = neq.any(axis=1)
+            neq |= q != self._prev_quality[name]
+            rows = np.flatnonzero(neq)
+            if len(rows):
+                changes[name] = Change.make(rows, vals[rows], q[rows])
+                prev[rows] = vals[rows]
+                self._prev_quality[name][rows] = q[rows]
+        return Frame.make(tick, sim_time, wall_time, changes)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._values.items()}
+
+    def entry_table(self) -> list[dict[str, Any]]:
+        """One record per flat entry: index, prim, attribute, type, unit."""
+        out = []
+        for ch in self.channels.values():
+            for r, pi in enumerate(ch.prim_index.tolist()):
+                out.append({"index": ch.offset + r, "prim": self.prims[pi], "attribute": ch.name, "type": ch.type, "unit": ch.unit})
+        return out
