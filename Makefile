@@ -16,7 +16,8 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml system-packages.txt
+	scripts/setup-system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
