@@ -199,15 +199,15 @@ class SensorModel:
             src_prim, src = str(target.GetPrimPath()), prop[len("twin:") :]
             if not prop.startswith("twin:") or src_prim not in table.prim_index or src not in table.channels:
                 raise ModelError(f"{path}: twin:measures must target a twin attribute (</Prim.twin:name>), not <{target}>")
-            g = groups.setdefault((dst, src), ([], []))
+            g = groups.setdefault((dst, src), ([], [], path))
             g[0].append(table.row(path, dst))
             g[1].append(table.row(src_prim, src))
         self.groups = []
-        for (dst, src), (drows, srows) in groups.items():
+        for (dst, src), (drows, srows, first) in groups.items():
             try:
                 conv = converter(table.channels[src].unit, table.channels[dst].unit)
-            except UnitError as exc:
-                raise ModelError(f"sensor twin:{dst} reading twin:{src}: {exc}") from None
+            except UnitError as exc:  # ModelError names the prim: the first sensor of this (reading, source) pair
+                raise ModelError(f"{first}: sensor twin:{dst} reading twin:{src}: {exc}") from None
             self.groups.append((dst, src, np.array(drows), np.array(srows), conv))
 
     def step(self, table: StateTable, t: float, dt: float, rng: np.random.Generator) -> None:

@@ -127,6 +127,8 @@ def _conveyor_paths(stage: Usd.Stage, items: int, extent: float) -> list[tuple[S
     out = []
     for k in range(int(math.ceil(items / PER_LOOP))):
         y = -4.0 - 3.0 * k
+        loop = UsdGeom.Xform.Define(stage, f"/Factory/Conveyors/Loop{k}").GetPrim()
+        Usd.ModelAPI(loop).SetKind(Kind.Tokens.group)  # items (components) may only sit under groups
         curve = UsdGeom.BasisCurves.Define(stage, f"/Factory/Conveyors/Loop{k}/Path")
         pts = [(0.0, y, 0.8), (extent, y, 0.8), (extent, y - 1.5, 0.8), (0.0, y - 1.5, 0.8), (0.0, y, 0.8)]
         curve.CreatePointsAttr(Vt.Vec3fArray([Gf.Vec3f(*p) for p in pts]))
@@ -134,6 +136,7 @@ def _conveyor_paths(stage: Usd.Stage, items: int, extent: float) -> list[tuple[S
         curve.CreateTypeAttr(UsdGeom.Tokens.linear)
         curve.CreateWidthsAttr(Vt.FloatArray([0.05]))
         curve.CreateDisplayColorAttr(Vt.Vec3fArray([Gf.Vec3f(0.2, 0.2, 0.2)]))
+        curve.CreateExtentAttr(UsdGeom.Boundable.ComputeExtentFromPlugins(curve, Usd.TimeCode.Default()))
         out.append((curve.GetPath(), y, 2 * extent + 3.0))
     return out
 

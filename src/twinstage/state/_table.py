@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -11,6 +12,7 @@ import numpy as np
 from ._frame import Change, Frame, Quality
 
 DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "vec3": np.float64}
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 class StateError(ValueError):
@@ -142,7 +144,8 @@ class StateTable:
         pi = self.prim_index.get(prim)
         if pi is None:
             raise StateError(f"{prim}: not a twin prim of this twin")
-        self[name]
+        if name not in self._values:
+            raise StateError(f"{prim}: has no twin attribute {name!r} (no prim of this twin declares it; {prim} has: {', '.join(self.attributes(prim))})")
         r = self._rows[name].get(pi)
         if r is None:
             attrs = [n for n, rows in self._rows.items() if pi in rows]
@@ -179,12 +182,26 @@ class StateTable:
         ch = self.channels[name]
         where = f"{prim}.twin:{name}"
         if ch.type == "vec3":
+            # A string is iterable ("123" would read as 1, 2, 3) and a mapping or set
+            # iterates its keys: none of them is 3 numbers.
+            if isinstance(value, (str, bytes, Mapping, AbstractSet)):
+                raise StateError(f"{where}: expected 3 numbers, got {type(value).__name__} {value!r}")
             try:
-                comps = [float(c) for c in value]
-            except (TypeError, ValueError):
+                items = list(value)
+            except TypeError:
                 raise StateError(f"{where}: expected 3 numbers, got {value!r}") from None
-            if len(comps) != 3:
-                raise StateError(f"{where}: expected 3 numbers, got {len(comps)}")
+            if len(items) != 3:
+                raise StateError(f"{where}: expected 3 numbers, got {len(items)}")
+            comps = []
+            for c in items:
+                if isinstance(c, np.generic):
+                    c = c.item()
+                if isinstance(c, bool) or not isinstance(c, (int, float)):
+                    raise StateError(f"{where}: expected 3 numbers, got {value!r}")
+                try:
+                    comps.append(float(c))
+                except OverflowError:
+                    raise StateError(f"{where}: {c!r} is too large for a float") from None
             if not all(math.isfinite(c) for c in comps):
                 raise StateError(f"{where}: values must be finite, got {value!r}")
             return np.array(comps)
@@ -195,13 +212,18 @@ class StateTable:
                 raise StateError(f"{where}: expected a bool, got {type(value).__name__} {value!r}")
             return value
         if ch.type == "int":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
                 raise StateError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
             v = int(value)
+            if not _INT64_MIN <= v <= _INT64_MAX:  # would fail (OverflowError) only when the tick applies it
+                raise StateError(f"{where}: {v} does not fit a 64-bit integer")
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise StateError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-            v = float(value)
+            try:
+                v = float(value)
+            except OverflowError:  # an int beyond the float range
+                raise StateError(f"{where}: {value!r} is too large for a float") from None
             if not math.isfinite(v):
                 raise StateError(f"{where}: value must be finite, got {value!r}")
         if not ch.lo[r] <= v <= ch.hi[r]:
@@ -217,8 +239,13 @@ class StateTable:
 
     # -- tick support ---------------------------------------------------------
     def sanitize(self) -> list[str]:
-        """Replace non-finite float values with the previous ones, flagged BAD. Returns the channels affected."""
+        """Replace non-finite float values with the previous ones, flagged BAD. Returns the channels affected.
+
+        BAD describes the value it is on: a value that is finite again (the model
+        recovered) has its BAD flag cleared, like OUT_OF_RANGE once back in limits.
+        """
         hit = []
+        bad_flag = np.uint8(Quality.BAD)
         for name, ch in self.channels.items():
             if ch.type not in ("float", "vec3"):
                 continue
@@ -226,6 +253,11 @@ class StateTable:
             ok = np.isfinite(vals)
             if ch.type == "vec3":
                 ok = ok.all(axis=1)
+            q = self._quality[name]
+            if ok.all():  # the common case: one in-place pass instead of a masked update
+                q &= ~bad_flag
+                continue
+            q[ok] &= ~bad_flag
             if not ok.all():
                 bad = ~ok
                 vals[bad] = self._prev[name][bad]
@@ -239,15 +271,23 @@ class StateTable:
         for name, vals in self._values.items():
             prev = self._prev[name]
             q = self._quality[name]
+            prev_q = self._prev_quality[name]
             neq = vals != prev
             if neq.ndim == 2:
                 neq = neq.any(axis=1)
-            neq |= q != self._prev_quality[name]
+            neq |= q != prev_q
+            if not neq.any():  # a channel nothing touched: no index arrays, no gathers
+                continue
             rows = np.flatnonzero(neq)
-            if len(rows):
-                changes[name] = Change.make(rows, vals[rows], q[rows])
-                prev[rows] = vals[rows]
-                self._prev_quality[name][rows] = q[rows]
+            if len(rows) == len(neq):  # every row changed: plain copies instead of fancy indexing
+                values, quality = vals.copy(), q.copy()
+                prev[...] = values
+                prev_q[...] = quality
+            else:
+                values, quality = vals[rows], q[rows]  # gathered once, used twice
+                prev[rows] = values
+                prev_q[rows] = quality
+            changes[name] = Change.make(rows, values, quality)
         return Frame.make(tick, sim_time, wall_time, changes)
 
     def snapshot(self) -> dict[str, np.ndarray]:

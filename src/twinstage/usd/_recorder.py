@@ -7,17 +7,20 @@ one array attribute per channel with a time sample per recorded tick (time code
 session layer of the running stage, never in the recording, so they cannot hide
 its samples.
 
-Crash safety: the layer is saved every ``save_every_s`` seconds with
-``Sdf.Layer.Save`` (temp file + rename), and ``endTimeCode`` is updated before
-each save, so a killed run leaves a loadable file whose time range is exactly
-what it holds; stale ``<name>.XXXXXX`` temp files are removed on start.
+Crash safety: the layer is written when recording starts and then every
+``save_every_s`` seconds to a temp file that is renamed over the recording, and
+``endTimeCode`` is updated before each save, so a killed run leaves a loadable
+file whose time range is exactly what it holds; stale temp files are removed on
+start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,17 +30,39 @@ import numpy as np
 from pxr import Sdf, Usd, UsdGeom, Vt
 
 from ..state import Frame, StateTable
-from ._stage import StageError
+from ._stage import StageError, tf_error_text
 from ._writer import COLUMN_NS, QUALITY_ARRAY, VT_ARRAYS, state_prim_path, write_column_layout
 
 
+def _temp_prefix(path: Path) -> str:
+    """Our save writes ``.<name>.tmp-XXXXXX<ext>`` beside ``path`` and renames it over ``path``."""
+    return f".{path.name}.tmp-"
+
+
+def _usd_or_empty(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head == b"" or head.startswith((b"PXR-USDC", b"#usda"))
+
+
 def clean_stale_temp_files(path: Path) -> list[Path]:
-    """Remove ``<name>.XXXXXX`` files that an interrupted ``Layer.Save`` left next to ``path``."""
-    pat = re.compile(re.escape(path.name) + r"\.[A-Za-z0-9_]{6}$")
+    """Remove temp files that an interrupted save left next to ``path``.
+
+    That is ours (``.<name>.tmp-*``) and those of ``Layer.Save`` (``<name>.XXXXXX`` and,
+    for usda, ``<stem>.XXXXXX``); the latter only when they hold USD data or nothing,
+    so a user's ``rec.backup`` text file survives.
+    """
+    prefix = _temp_prefix(path)
+    pat = re.compile(rf"(?:{re.escape(path.name)}|{re.escape(path.stem)})\.[A-Za-z0-9_]{{6}}$")
     removed = []
     if path.parent.is_dir():
         for p in path.parent.iterdir():
-            if pat.match(p.name) and p.is_file():
+            if not p.is_file() or p == path:
+                continue
+            if p.name.startswith(prefix) or (pat.fullmatch(p.name) and _usd_or_empty(p)):
                 p.unlink()
                 removed.append(p)
     return removed
@@ -69,15 +94,21 @@ class Recorder:
 
     def bind(self, stage: Usd.Stage, table: StateTable, *, rate: float, provenance: dict[str, Any] | None = None) -> None:
         self.table = table
+        target = self.path.resolve()
+        for used in stage.GetUsedLayers():  # recording over the scene would wipe a base layer
+            if used.realPath and Path(used.realPath).resolve() == target:
+                raise StageError(f"{self.path}: is a layer of the scene ({used.identifier}); record to a separate file")
+        layer = Sdf.Layer.Find(str(self.path))
+        if layer is not None and "twinstage" not in layer.customLayerData:  # e.g. the scene of another open stage
+            raise StageError(f"{self.path}: is open as a layer that is not a twinstage recording; record to a separate file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temp_files(self.path)
         if self.path.exists():
             self.path.unlink()
-        layer = Sdf.Layer.FindOrOpen(str(self.path))
         if layer is not None:  # still registered from an earlier recording in this process
             layer.Clear()
-        else:
-            layer = Sdf.Layer.CreateNew(str(self.path))
+        else:  # not CreateNew: it writes an empty layer, which reads as no recording at all
+            layer = Sdf.Layer.New(Sdf.FileFormat.FindByExtension(self.path.suffix.lower().lstrip(".")), str(self.path))
         if layer is None:
             raise StageError(f"{self.path}: cannot create recording")
         self.layer = layer
@@ -99,16 +130,30 @@ class Recorder:
         self._vt = {name: VT_ARRAYS[ch.type][0] for name, ch in table.channels.items()}
         self._paths = {name: (s[0].path, s[1].path) for name, s in self._specs.items() if name is not None}
         self._tick_path, self._time_path = (s.path for s in self._specs[None])
-        self._last_save = time.monotonic()
+        self._arrays: dict[str, tuple[Any, Any]] = {}  # last recorded (values, quality) Vt arrays per channel
+        self._changed: set[str] = set()
+        # Write the layout (prims, channels, units, provenance) at once, so the file
+        # reads as a (still empty) recording even if the run dies before its first
+        # periodic save.
+        self.save()
 
     def consume(self, frame: Frame) -> None:
+        # Channels that changed since the last recorded sample (values or quality; skipped
+        # ticks count too). An unchanged channel re-uses the previous sample's arrays:
+        # VtArrays share their buffer, so a static channel costs no copy and no memory.
+        self._changed.update(frame.changes)
         if frame.tick % self.every:
             return
         layer = self.layer
         t = float(frame.tick)
+        changed, arrays = self._changed, self._arrays
         for name, (vpath, qpath) in self._paths.items():
-            layer.SetTimeSample(vpath, t, self._vt[name](self.table[name]))
-            layer.SetTimeSample(qpath, t, QUALITY_ARRAY[0](self.table.quality(name)))
+            a = arrays.get(name)
+            if a is None or name in changed:
+                a = arrays[name] = (self._vt[name](self.table[name]), QUALITY_ARRAY[0](self.table.quality(name)))
+            layer.SetTimeSample(vpath, t, a[0])
+            layer.SetTimeSample(qpath, t, a[1])
+        changed.clear()
         layer.SetTimeSample(self._tick_path, t, frame.tick)
         layer.SetTimeSample(self._time_path, t, frame.sim_time)
         if self.first_tick is None:
@@ -126,9 +171,29 @@ class Recorder:
         prov["end"] = _now()
         prov["recordedTicks"] = [self.first_tick if self.first_tick is not None else -1, self.last_tick if self.last_tick is not None else -1]
         self.layer.customLayerData = {"twinstage": _to_vt_dict(prov)}
-        self.layer.Save()
+        self._write_atomically()
         self.saves += 1
         self._last_save = time.monotonic()
+
+    def _write_atomically(self) -> None:
+        """Export the layer to a temp file beside the target, fsync it, rename it over the target.
+
+        Not ``Layer.Save()``: saving a .usdc to the file it was saved to before appends
+        the changed sections (crate's incremental save), so a recording saved every few
+        seconds grows without bound (a 1000-tick pump run saved every tick: 70 MB
+        instead of 0.2 MB). A failed write leaves the previous file as it was.
+        """
+        tmp = self.path.with_name(f"{_temp_prefix(self.path)}{secrets.token_hex(3)}{self.path.suffix}")
+        try:
+            if not self.layer.Export(str(tmp)):
+                raise StageError(f"{self.path}: cannot write recording")
+            with tmp.open("rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def close(self) -> None:
         if getattr(self, "layer", None) is not None:
@@ -160,7 +225,7 @@ class Recording:
         try:
             self.layer = Sdf.Layer.FindOrOpen(str(self.path))
         except Exception as exc:
-            raise StageError(f"{self.path}: cannot open recording ({' '.join(str(exc).split())[:300]})") from None
+            raise StageError(f"{self.path}: cannot open recording ({tf_error_text(exc)[:300]})") from None
         if self.layer is None:
             raise StageError(f"{self.path}: cannot open recording")
         self.provenance = dict(self.layer.customLayerData.get("twinstage", {}))

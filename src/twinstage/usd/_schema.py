@@ -17,6 +17,7 @@ same reason.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,30 +124,38 @@ def declare_asset(prim: Usd.Prim, *, kind: str = "", asset_id: str = "", model: 
     return prim
 
 
+def _is_number(value: Any) -> bool:
+    """A real number that is not a bool (USD would store True as 1.0 and "1.5" not at all)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy bools are not Real
+
+
 def _check_value(prim_path: str, decl: AttrDecl, value: Any) -> Any:
     where = f"{prim_path}.{decl.attr_name}"
     if decl.type == "vec3":
+        if isinstance(value, (str, bytes)):
+            raise SchemaError(f"{where}: expected 3 numbers, got {value!r}")
         try:
-            comps = [float(c) for c in value]
+            comps = list(value)
         except TypeError as exc:
             raise SchemaError(f"{where}: expected 3 numbers, got {value!r}") from exc
-        if len(comps) != 3 or not all(math.isfinite(c) for c in comps):
+        if len(comps) != 3 or not all(_is_number(c) and math.isfinite(c) for c in comps):
             raise SchemaError(f"{where}: expected 3 finite numbers, got {value!r}")
-        return Gf.Vec3d(*comps)
+        return Gf.Vec3d(*(float(c) for c in comps))
     if decl.type == "bool":
         if not isinstance(value, (bool, int)) or value not in (0, 1):
             raise SchemaError(f"{where}: expected a bool, got {value!r}")
         return bool(value)
-    if decl.type == "int":
-        if isinstance(value, bool) or not float(value).is_integer():
-            raise SchemaError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
+    if not _is_number(value):
+        expected = "an integer" if decl.type == "int" else "a number"
+        raise SchemaError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+    if decl.type == "int" and not float(value).is_integer():
+        raise SchemaError(f"{where}: expected an integer, got {value!r}")
     v = float(value)
     if not math.isfinite(v):
         raise SchemaError(f"{where}: value must be finite, got {value!r}")
     if not decl.min <= v <= decl.max:
-        raise SchemaError(f"{where}: {v} is outside its limits [{decl.min}, {decl.max}]")
-    return v
+        raise SchemaError(f"{where}: {value} is outside its limits [{decl.min}, {decl.max}]")
+    return int(value) if decl.type == "int" else v
 
 
 def declare_attribute(
@@ -181,6 +190,10 @@ def declare_attribute(
     check_unit(unit, where=f"{path}.twin:{name}")
     decl = AttrDecl(name, type, unit, float(min), float(max), description, role, drives)
     usd_value = _check_value(path, decl, value)
+    existing = prim.GetAttribute(decl.attr_name)
+    if existing and existing.GetTypeName() != VALUE_TYPES[type]:
+        # USD would silently convert (1.5 -> 1 on an int) or raise a bare Tf error
+        raise SchemaError(f"{path}.{decl.attr_name}: already declared as {existing.GetTypeName()}, cannot redeclare as {type!r}")
     instance = f"{STATE_API}:{name}"
     if instance not in _api_schemas(prim):
         prim.AddAppliedSchema(instance)

@@ -38,13 +38,28 @@ def open_stage(path: str | os.PathLike[str], *, load: str = "all") -> Usd.Stage:
     try:
         stage = Usd.Stage.Open(str(p), policy)
     except Tf.ErrorException as exc:
-        msg = " ".join(str(exc).split())
-        raise StageError(f"{p}: cannot open as USD ({msg[:400]})") from None
+        raise StageError(f"{p}: cannot open as USD ({tf_error_text(exc)[:400]})") from None
     if stage is None:
         raise StageError(f"{p}: cannot open as USD")
     if not stage.GetPseudoRoot().GetAllChildren():
         raise StageError(f"{p}: holds no prims (empty or truncated file)")
     return stage
+
+
+def tf_error_text(exc: BaseException) -> str:
+    """The messages of a ``Tf.ErrorException`` on one line.
+
+    ``str()`` of the exception itself raises ``UnicodeDecodeError`` when a message
+    quotes bytes of a binary or corrupt file; undecodable messages are skipped.
+    """
+    parts = []
+    for err in getattr(exc, "args", ()) or (exc,):
+        try:
+            text = err.commentary if hasattr(err, "commentary") else str(err)
+        except Exception:  # noqa: BLE001 - UnicodeDecodeError from pxr
+            text = "(undecodable message)"
+        parts.append(" ".join(str(text).split()))
+    return "; ".join(p for p in parts if p) or type(exc).__name__
 
 
 def create_stage(
