@@ -26,9 +26,9 @@ PUMP_SCRIPT = [
 ]
 
 
-def _run_script(scene: Path, rec: Path, script: list[tuple], ticks: int, **open_kw: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _run_script(scene: Path, rec: Path, script: list[tuple], ticks: int, reproducible: bool = False, **open_kw: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     twin = twinstage.open(scene, **open_kw)
-    twin.record(rec)
+    twin.record(rec, reproducible=reproducible)
     pending = sorted(script, key=lambda s: s[0])
     with twin:
         while twin.tick_count < ticks:
@@ -89,6 +89,20 @@ def test_pump_runs_repeat_bit_for_bit(pump_scene, tmp_path):
     v1 = twinstage.Recording(tmp_path / "a" / "rec.usdc").series(V1, "opening")
     assert v1.min() == 0.1 and v1[-1] == 1.0
     assert twinstage.Recording(tmp_path / "a" / "rec.usdc").series(V2, "opening")[-1] == 0.6
+
+
+def test_reproducible_recordings_are_byte_identical_files(pump_scene, tmp_path):
+    for name in ("a", "b"):
+        scene = _copy_scene(pump_scene, tmp_path / name)
+        _run_script(scene, tmp_path / name / "rec.usdc", PUMP_SCRIPT, 130, reproducible=True, seed=3)
+    a, b = (tmp_path / n / "rec.usdc" for n in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()
+    prov = twinstage.Recording(a).provenance
+    assert prov["reproducible"] is True and prov["scene"] == "pump_testbed.usda" and prov["seed"] == 3
+    assert "start" not in prov and "end" not in prov and "command" not in prov
+    # a different seed is a different run: the provenance says so, so the bytes differ
+    _run_script(_copy_scene(pump_scene, tmp_path / "c"), tmp_path / "c" / "rec.usdc", PUMP_SCRIPT, 130, reproducible=True, seed=4)
+    assert (tmp_path / "c" / "rec.usdc").read_bytes() != a.read_bytes()
 
 
 def test_different_inputs_give_different_results(pump_scene, tmp_path):

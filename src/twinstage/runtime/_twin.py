@@ -219,9 +219,13 @@ class Twin:
         sink = self.add_sink(_CallbackSink(callback))
         return lambda: self.remove_sink(sink)
 
-    def record(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1) -> Recorder:
-        """Record every ``every``-th tick to ``path`` (a separate USD layer), saving atomically."""
-        return self.add_sink(Recorder(path, save_every_s=save_every_s, every=every))  # type: ignore[return-value]
+    def record(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False) -> Recorder:
+        """Record every ``every``-th tick to ``path`` (a separate USD layer), saving atomically.
+
+        ``reproducible=True`` keeps wall-clock times and the command line out of the
+        provenance: the same scene, seed and inputs then give a byte-identical file.
+        """
+        return self.add_sink(Recorder(path, save_every_s=save_every_s, every=every, reproducible=reproducible))  # type: ignore[return-value]
 
     # -- running ------------------------------------------------------------------
     def pause(self) -> None:

@@ -77,13 +77,16 @@ class Recorder:
 
     writes_stage = False
 
-    def __init__(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1):
+    def __init__(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".usd", ".usda", ".usdc"):
             raise StageError(f"{self.path}: a recording must be .usd, .usda or .usdc")
         if every < 1:
             raise ValueError("every must be >= 1")
         self.save_every_s = save_every_s
+        #: leave wall-clock times (start, end) and the command line out of the provenance,
+        #: so the same scene, seed and inputs give the same file, byte for byte
+        self.reproducible = reproducible
         self.every = every
         self.first_tick: int | None = None
         self.last_tick: int | None = None
@@ -124,7 +127,14 @@ class Recorder:
         layer.timeCodesPerSecond = rate
         layer.framesPerSecond = rate
         self.provenance = dict(provenance or {})
-        self.provenance.setdefault("start", _now())
+        if self.reproducible:
+            self.provenance.pop("command", None)
+            self.provenance["reproducible"] = True
+            scene_file = self.provenance.get("scene")
+            if isinstance(scene_file, str) and os.path.isabs(scene_file):  # where the run happened is not part of it
+                self.provenance["scene"] = os.path.relpath(scene_file, self.path.parent.resolve())
+        else:
+            self.provenance.setdefault("start", _now())
         self.path_in_layer = state_prim_path(stage)
         self._specs = write_column_layout(layer, self.path_in_layer, table)
         self._vt = {name: VT_ARRAYS[ch.type][0] for name, ch in table.channels.items()}
@@ -168,7 +178,8 @@ class Recorder:
         if self.last_tick is not None:
             self.layer.endTimeCode = float(self.last_tick)
         prov = dict(self.provenance)
-        prov["end"] = _now()
+        if not self.reproducible:
+            prov["end"] = _now()
         prov["recordedTicks"] = [self.first_tick if self.first_tick is not None else -1, self.last_tick if self.last_tick is not None else -1]
         self.layer.customLayerData = {"twinstage": _to_vt_dict(prov)}
         self._write_atomically()
