@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,11 +45,3 @@ def factory_1k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tmp_path_factory.mktemp("factory") / "factory_1k.usdc"
     generate_factory(1000, p, items=200)
     return p
-
-
-def asset_validator(path: Path) -> tuple[int, str]:
-    """Run NVIDIA's omniverse-asset-validator on a file: (number of ERROR lines, output)."""
-    proc = subprocess.run([sys.executable, "-m", "omni.asset_validator", str(path)], capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
-    return len(errors), out

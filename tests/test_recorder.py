@@ -412,3 +412,32 @@ def test_recording_reader_bad_input(pump_scene, tmp_path):
     garbage.write_bytes(b"PXR-USDC" + bytes(range(256)) * 8)
     with pytest.raises(StageError, match="garbage.usdc"):
         twinstage.Recording(garbage)
+
+
+def test_save_interval_stretches_with_the_cost_of_a_save(pump_scene, tmp_path, monkeypatch):
+    twin = twinstage.open(pump_scene)
+    rec = twin.record(tmp_path / "rec.usdc", save_every_s=0.01)
+    real = rec._write_atomically
+    clock = {"t": 0.0}
+
+    def slow_write():  # a save that costs 0.2 s of (fake) time
+        real()
+        clock["t"] += 0.2
+
+    monkeypatch.setattr(rec, "_write_atomically", slow_write)
+    monkeypatch.setattr("twinstage.usd._recorder.time.monotonic", lambda: clock["t"])
+    rec.save()
+    assert rec.last_save_s == pytest.approx(0.2)
+    assert rec.save_interval_s == pytest.approx(0.2 / rec.MAX_SAVE_SHARE)  # 4 s: saves stay at 5 % of the run
+    saves = rec.saves
+    for _ in range(100):  # 100 ticks of 0.02 s (fake) = 2 s < 4 s: no periodic save yet
+        clock["t"] += 0.02
+        twin.tick()
+    assert rec.saves == saves
+    for _ in range(150):  # past 4 s since the last save: one more
+        clock["t"] += 0.02
+        twin.tick()
+    assert rec.saves == saves + 1
+    rec.save_every_s = 0.0  # explicit every-tick saving is honoured whatever it costs
+    assert rec.save_interval_s == 0.0
+    twin.close()

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import asset_validator
+from usd_validators import asset_validator
 from pxr import Sdf, Usd
 
 import twinstage

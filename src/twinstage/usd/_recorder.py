@@ -11,7 +11,9 @@ Crash safety: the layer is written when recording starts and then every
 ``save_every_s`` seconds to a temp file that is renamed over the recording, and
 ``endTimeCode`` is updated before each save, so a killed run leaves a loadable
 file whose time range is exactly what it holds; stale temp files are removed on
-start.
+start. A save rewrites the whole file, so its cost grows with the recording; the
+interval stretches to keep saves under 5 % of the run (``save_interval_s`` is the
+current bound on what a kill can lose).
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class Recorder:
     """A Frame sink writing every ``every``-th tick's full state as array time samples."""
 
     writes_stage = False
+    #: at most this share of wall time goes to periodic saves (the interval grows with the file)
+    MAX_SAVE_SHARE = 0.05
 
     def __init__(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False):
         self.path = Path(path)
@@ -84,6 +88,7 @@ class Recorder:
         if every < 1:
             raise ValueError("every must be >= 1")
         self.save_every_s = save_every_s
+        self.last_save_s = 0.0
         #: leave wall-clock times (start, end) and the command line out of the provenance,
         #: so the same scene, seed and inputs give the same file, byte for byte
         self.reproducible = reproducible
@@ -170,8 +175,16 @@ class Recorder:
             self.first_tick = frame.tick
             layer.startTimeCode = t
         self.last_tick = frame.tick
-        if time.monotonic() - self._last_save >= self.save_every_s:
+        if time.monotonic() - self._last_save >= self.save_interval_s:
             self.save()
+
+    @property
+    def save_interval_s(self) -> float:
+        """Seconds between periodic saves: ``save_every_s``, stretched so saves take at
+        most ``MAX_SAVE_SHARE`` of the run (``save_every_s=0`` saves every tick, whatever it costs)."""
+        if self.save_every_s <= 0:
+            return 0.0
+        return max(self.save_every_s, self.last_save_s / self.MAX_SAVE_SHARE)
 
     def save(self) -> None:
         """Update the time range and provenance, then save atomically."""
@@ -182,9 +195,15 @@ class Recorder:
             prov["end"] = _now()
         prov["recordedTicks"] = [self.first_tick if self.first_tick is not None else -1, self.last_tick if self.last_tick is not None else -1]
         self.layer.customLayerData = {"twinstage": _to_vt_dict(prov)}
+        t0 = time.monotonic()
         self._write_atomically()
         self.saves += 1
         self._last_save = time.monotonic()
+        # A save rewrites the whole file, so it costs more as the recording grows; keep
+        # its share of the run at MAX_SAVE_SHARE by saving less often. The ticks a kill
+        # can lose are those of the current interval (save_interval_s).
+        self.last_save_s = self._last_save - t0
+
 
     def _write_atomically(self) -> None:
         """Export the layer to a temp file beside the target, fsync it, rename it over the target.
