@@ -1,0 +1,165 @@
+"""Recording: the Recorder against the array time-sample floor, plus the cost of saving.
+
+A synthetic twin of N assets × 5 float channels (the factory's thermal channels)
+over a stage of Xform prims, in two runs: ``temperature`` changes every tick and
+the other four hold still (as in the factory), and all five change (the worst
+case for the recorder, which re-uses the arrays of unchanged channels). Each tick:
+
+* ``recorder`` — :class:`twinstage.usd._recorder.Recorder` ``consume(frame)``
+  (periodic saves off: ``save_every_s=inf``; saving is measured on its own);
+* ``floor`` — bare ``layer.SetTimeSample(path, t, Vt.DoubleArray.FromNumpy(a))``
+  per channel on a plain ``Sdf.Layer`` of the same file format (``.usdc``), for
+  the same samples the recorder writes: values and quality per channel, tick and
+  sim time.
+
+Both record the same ticks, interleaved; the figure is the median per tick over
+the whole recording (samples accumulate, so later ticks write into a bigger
+layer). Each layer is saved after half of the ticks and again at the end
+(``Recorder.save()`` / ``Layer.Save()``): a save rewrites the whole file, so its
+cost grows with the recording. The recorder's file also holds the layout (the
+prim list as ``string[]``, rows per channel, units, provenance); the floor's
+does not.
+
+Target: recorder ≤ 1.5 × floor per tick.
+
+    python bench/record.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import Report, interleaved, log, parse_args
+
+from pxr import Sdf, Usd, Vt
+
+from twinstage.state import Declaration, StateTable
+from twinstage.usd import create_stage
+from twinstage.usd._recorder import Recorder
+from twinstage.usd._writer import COLUMN_NS, state_prim_path
+
+CHANNELS = ("ambientTemperature", "heatInput", "temperature", "thermalResistance", "timeConstant")
+RATE = 60.0
+
+
+def build(n: int):
+    """A stage of ``n`` Xform prims and a StateTable of 5 float channels over them."""
+    stage0 = create_stage(None, root="Factory")
+    root = Sdf.Layer.CreateAnonymous("bench-record.usda")
+    root.TransferContent(stage0.GetRootLayer())
+    width = len(str(n))
+    paths = [f"/Factory/M{i:0{width}d}" for i in range(n)]
+    with Sdf.ChangeBlock():
+        for p in paths:
+            ps = Sdf.CreatePrimInLayer(root, p)
+            ps.specifier = Sdf.SpecifierDef
+            ps.typeName = "Xform"
+    stage = Usd.Stage.Open(root)
+    rng = np.random.default_rng(0)
+    init = rng.uniform(10.0, 100.0, (len(CHANNELS), n))
+    table = StateTable(paths, [Declaration(p, name, "float", float(init[c, i])) for c, name in enumerate(CHANNELS) for i, p in enumerate(paths)])
+    return table, stage
+
+
+def sinks(table: StateTable, stage: Usd.Stage, workdir: Path, tag: str):
+    """A bound Recorder and the floor (a bare .usdc layer + its per-tick function)."""
+    rec = Recorder(workdir / f"rec-{tag}.usdc", save_every_s=math.inf)
+    rec.bind(stage, table, rate=RATE)
+
+    floor = Sdf.Layer.CreateNew(str(workdir / f"floor-{tag}.usdc"))
+    state = state_prim_path(stage)
+    with Sdf.ChangeBlock():
+        ps = Sdf.CreatePrimInLayer(floor, state)
+        ps.specifier = Sdf.SpecifierDef
+        paths_f = {}
+        for name in CHANNELS:
+            v = Sdf.AttributeSpec(ps, f"{COLUMN_NS}:{name}", Sdf.ValueTypeNames.DoubleArray)
+            q = Sdf.AttributeSpec(ps, f"{COLUMN_NS}:{name}:quality", Sdf.ValueTypeNames.UCharArray)
+            paths_f[name] = (v.path, q.path)
+        tick_path = Sdf.AttributeSpec(ps, f"{COLUMN_NS}:tick", Sdf.ValueTypeNames.Int64).path
+        time_path = Sdf.AttributeSpec(ps, f"{COLUMN_NS}:simTime", Sdf.ValueTypeNames.Double).path
+
+    def floor_tick(frame):
+        t = float(frame.tick)
+        for name, (vp, qp) in paths_f.items():
+            floor.SetTimeSample(vp, t, Vt.DoubleArray.FromNumpy(table[name]))
+            floor.SetTimeSample(qp, t, Vt.UCharArray.FromNumpy(table.quality(name)))
+        floor.SetTimeSample(tick_path, t, frame.tick)
+        floor.SetTimeSample(time_path, t, frame.sim_time)
+
+    return rec, floor, floor_tick
+
+
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0])
+    rep = Report("record", args)
+    sizes = [1_000, 10_000, 100_000]
+    ticks = {1_000: 300, 10_000: 300, 100_000: 120} if not args.quick else {1_000: 120, 10_000: 120, 100_000: 30}
+    workdir = Path(tempfile.mkdtemp(prefix="twinstage-bench-record-"))
+    rows = []
+    try:
+        for n in sizes:
+            log(args, f"record: {n} assets ...")
+            table, stage = build(n)
+            k = args.repeat or ticks[n]
+            for mode, moving in (("1of5", ("temperature",)), ("5of5", CHANNELS)):
+                rec, floor, floor_tick = sinks(table, stage, workdir, f"{n}-{mode}")
+                state = {"tick": 0}
+
+                def before(r, moving=moving):
+                    for name in moving:
+                        table[name][:] += 0.01
+                    state["tick"] += 1
+                    state["frame"] = table.diff(state["tick"], state["tick"] / RATE, time.time())
+
+                # two halves, each followed by one save of each layer (saves are timed on their own)
+                samples: dict[str, list[float]] = {}
+                saves: dict[str, list[float]] = {"recorder": [], "floor": []}
+                for half in range(2):
+                    interleaved({"recorder": lambda: rec.consume(state["frame"]), "floor": lambda: floor_tick(state["frame"])},
+                                repeat=k // 2, warmup=2 if half == 0 else 0, before=before, samples=samples)
+                    for label, fn in (("recorder", rec.save), ("floor", floor.Save)):
+                        t0 = time.perf_counter()
+                        fn()
+                        saves[label].append(time.perf_counter() - t0)
+                med = {name: float(np.median(v)) for name, v in samples.items()}
+                recorded = state["tick"]
+                size_mb = rec.path.stat().st_size / 1e6
+                # sanity: the recording holds the last tick's values
+                last = np.asarray(rec.layer.QueryTimeSample(rec._paths["temperature"][0], float(recorded)))
+                assert np.array_equal(last, table["temperature"]), "recorder wrote wrong values"
+                r = med["recorder"] / med["floor"]
+                key = f"{n // 1000}k_{mode}"
+                label = f"{n // 1000}k"
+                rep.figure(f"record_{key}_ticks", recorded)
+                rep.figure(f"record_{key}_recorder_ms_per_tick", med["recorder"] * 1e3)
+                rep.figure(f"record_{key}_floor_ms_per_tick", med["floor"] * 1e3)
+                rep.figure(f"record_{key}_recorder_over_floor_ratio", r)
+                rep.figure(f"record_{key}_save_recorder_half_ms", saves["recorder"][0] * 1e3)
+                rep.figure(f"record_{key}_save_recorder_ms", saves["recorder"][1] * 1e3)
+                rep.figure(f"record_{key}_save_floor_ms", saves["floor"][1] * 1e3)
+                rep.figure(f"record_{key}_save_per_tick_at_2s_ms", saves["recorder"][1] / (2.0 * RATE) * 1e3)
+                rep.figure(f"record_{key}_file_mb", size_mb)
+                s = rep.target(f"{label} assets, {len(moving)}/5 channels moving: recorder/floor", f"record_{key}_recorder_over_floor_ratio", r, 1.5)
+                rows.append([label, f"{len(moving)}/5", recorded, med["recorder"] * 1e3, med["floor"] * 1e3, r, s,
+                             saves["recorder"][0] * 1e3, saves["recorder"][1] * 1e3, saves["floor"][1] * 1e3, size_mb])
+                rec.layer = None  # done with this recording (close() would save again)
+                del rec, floor, floor_tick
+            del table, stage
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rep.table(f"Recording at {RATE:g} Hz, 5 float channels (median ms per tick; saves after half and all of the ticks)",
+              ["assets", "moving", "ticks", "recorder ms", "floor ms", "rec/floor", "<=1.5", "save @½ ms", "save rec ms", "save floor ms", "file MB"],
+              rows)
+    rep.note("floor = bare Sdf.Layer.SetTimeSample of Vt arrays from numpy (values + quality per channel, tick, simTime) on a .usdc layer")
+    return rep.finish()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
