@@ -28,6 +28,39 @@ def _parse_set(items: Sequence[str]) -> list[tuple[str, str, Any]]:
     return out
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0 (a bad value is a usage error, not a traceback)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {n}")
+    return n
+
+
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (x > 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return x
+
+
+def _nonnegative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (x >= 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return x
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -43,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for prim, name, value in _parse_set(args.set or []):
         twin.set(prim, **{name: value})
     if args.record:
-        twin.record(args.record)
+        twin.record(args.record, reproducible=args.reproducible)
     with twin:
         if args.ticks is not None:
             twin.run(ticks=args.ticks)
@@ -124,7 +157,19 @@ def cmd_export_animation(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.out), ticks=args.ticks, realtime=args.realtime)
+    return run_demo(Path(args.out), ticks=args.ticks, realtime=args.realtime, serve=args.serve, view=args.view, screenshot=args.screenshot)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..bridge._cli import run_serve
+
+    return run_serve(args)
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from ..viewer._cli import run_view
+
+    return run_view(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,12 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a twin scene")
     r.add_argument("scene")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--ticks", type=int)
-    g.add_argument("--duration", type=float, default=10.0, help="sim seconds (default 10)")
-    r.add_argument("--rate", type=float, default=10.0, help="ticks per sim second (default 10)")
+    g.add_argument("--ticks", type=_count)
+    g.add_argument("--duration", type=_nonnegative, default=10.0, help="sim seconds (default 10)")
+    r.add_argument("--rate", type=_positive, default=10.0, help="ticks per sim second (default 10)")
     r.add_argument("--realtime", action="store_true", help="pace ticks to the wall clock")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--record", metavar="OUT.usdc")
+    r.add_argument("--reproducible", action="store_true", help="no wall-clock times in the recording: same inputs, same bytes")
     r.add_argument("--set", action="append", metavar="/Prim.attr=value", help="initial input, e.g. /Testbed/Valve1.opening=0.4")
     r.set_defaults(fn=cmd_run)
 
@@ -160,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scene", help="build sample scenes")
     ssub = s.add_subparsers(dest="scene_cmd", required=True)
     sg = ssub.add_parser("generate", help="a factory floor of N machines (thermal) and conveyor items")
-    sg.add_argument("--assets", type=int, required=True)
-    sg.add_argument("--items", type=int, default=0)
+    sg.add_argument("--assets", type=_count, required=True)
+    sg.add_argument("--items", type=_count, default=0)
     sg.add_argument("--seed", type=int, default=0)
     sg.add_argument("-o", "--out", required=True)
     sp = ssub.add_parser("pump", help="the SKAB pump testbed")
@@ -176,9 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the pump testbed on embedded defaults and record it")
     d.add_argument("--out", default="out/demo")
-    d.add_argument("--ticks", type=int, default=1200, help="ticks at 10 Hz (default 1200 = 2 sim minutes)")
+    d.add_argument("--ticks", type=_count, default=1200, help="ticks at 10 Hz (default 1200 = 2 sim minutes)")
     d.add_argument("--realtime", action="store_true")
+    d.add_argument("--serve", type=_count, metavar="PORT", help="also serve the twin over the websocket bridge on 127.0.0.1:PORT (paces in real time)")
+    d.add_argument("--view", action="store_true", help="show it live in a window (10x real time); without a display: a screenshot of the final state")
+    d.add_argument("--screenshot", metavar="OUT.png", help="write a screenshot of the final state (offscreen)")
     d.set_defaults(fn=cmd_demo)
+
+    b = sub.add_parser("serve", help="run a twin in real time and serve it over the websocket bridge (docs/protocol.md)")
+    b.add_argument("scene")
+    b.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    b.add_argument("--port", type=_count, default=8765, help="0 picks a free port (printed)")
+    b.add_argument("--rate", type=_positive, default=10.0, help="ticks per second (default 10)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--duration", type=_nonnegative, help="stop after this many sim seconds (default: until Ctrl-C)")
+    b.add_argument("--tokens", metavar="FILE", help="tokens file: NAME:ROLE:SECRET per line (roles viewer, operator, admin)")
+    b.add_argument("--token", action="append", metavar="NAME:ROLE:SECRET", help="a token (visible in ps: prefer --tokens)")
+    b.add_argument("--anonymous", choices=("none", "viewer", "operator", "admin"),
+                   help="role without a token (default: viewer if no tokens are given, else none)")
+    b.add_argument("--origin", action="append", metavar="URL", help="browser Origin to allow besides the server's own ('*' for any)")
+    b.add_argument("--http", metavar="DIR", help="also serve DIR's static files over HTTP ('auto': the browser client of a checkout)")
+    b.set_defaults(fn=cmd_serve)
+
+    from ..viewer._cli import add_parser as add_view_parser  # argparse only: no GPU code is imported
+
+    add_view_parser(sub, count=_count, positive=_positive).set_defaults(fn=cmd_view)
     return p
 
 

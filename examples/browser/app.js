@@ -1,0 +1,267 @@
+// twinstage browser client: builds a three.js scene from the bridge's hello + snapshot and
+// animates it from deltas (JSON or binary). Protocol: docs/protocol.md.
+// State for scripts and tests lives in window.twin.
+import * as THREE from './vendor/three.module.js';
+import { decodeBinary, ramp } from './protocol.js';
+
+const params = new URLSearchParams(location.search);
+const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
+const token = params.get('token');
+const encoding = params.get('encoding') || 'binary';
+const prefixes = params.getAll('prefix');
+const maxRate = Number(params.get('maxRate') || 0);
+
+const twin = window.twin = {
+  status: 'connecting', hello: null, role: '', seq: 0, tick: 0, simTime: 0, wallTime: 0,
+  snapshots: 0, deltas: 0, gaps: 0, merged: 0, frames: 0,
+  values: new Float64Array(0), vec3: new Float64Array(0), quality: new Uint8Array(0), known: new Uint8Array(0),
+  meshes: new Map(), alarms: [], events: [], errors: [], structure: [], replies: new Map(), closeCode: null,
+  request, set: (prim, attribute, value, unit = '') => request({ type: 'set', prim, attribute, value, unit }),
+  command: (command, steps = 0) => request({ type: 'command', command, steps, scenario: '' }),
+  value, render: () => renderOnce(), pixelStats,
+};
+
+// ---- three.js scene ---------------------------------------------------------------------
+const view = document.getElementById('view');
+const renderer = new THREE.WebGLRenderer({ antialias: false, preserveDrawingBuffer: true });
+renderer.setPixelRatio(1);
+view.appendChild(renderer.domElement);
+const scene = new THREE.Scene();
+scene.background = new THREE.Color(0x1b1e23);
+const camera = new THREE.PerspectiveCamera(45, 1, 0.05, 5000);
+scene.add(new THREE.HemisphereLight(0xffffff, 0x444455, 2.2));
+const sun = new THREE.DirectionalLight(0xffffff, 1.5);
+sun.position.set(3, -4, 6);
+scene.add(sun);
+const grey = new THREE.Color(0.6, 0.6, 0.62);
+
+function resize() {
+  const w = view.clientWidth || 640, h = view.clientHeight || 480;
+  renderer.setSize(w, h, false);
+  renderer.domElement.style.width = '100%';
+  renderer.domElement.style.height = '100%';
+  camera.aspect = w / h;
+  camera.updateProjectionMatrix();
+}
+window.addEventListener('resize', resize);
+
+function addPrim(p, twinPrim) {
+  const size = p.size.some(v => v > 0) ? p.size : [0.2, 0.2, 0.2];
+  const geom = new THREE.BoxGeometry(size[0], size[1], size[2]);
+  const mat = new THREE.MeshStandardMaterial({ color: grey.clone(), roughness: 0.7, metalness: 0.1 });
+  const mesh = new THREE.Mesh(geom, mat);
+  mesh.position.set(p.position[0] + p.center[0], p.position[1] + p.center[1], p.position[2] + p.center[2]);
+  mesh.userData = { prim: p, twinPrim };
+  scene.add(mesh);
+  twin.meshes.set(p.path, mesh);
+}
+
+function buildScene(hello) {
+  for (const m of twin.meshes.values()) scene.remove(m);
+  twin.meshes.clear();
+  if (hello.upAxis === 'Z') camera.up.set(0, 0, 1);
+  hello.prims.forEach(p => addPrim(p, true));
+  hello.added.forEach(p => addPrim(p, false));
+  for (const path of hello.removed) removePrim(path);
+  const box = new THREE.Box3();
+  for (const m of twin.meshes.values()) box.expandByObject(m);
+  const c = box.getCenter(new THREE.Vector3()), r = Math.max(box.getSize(new THREE.Vector3()).length() / 2, 1);
+  camera.position.set(c.x + r * 1.4, c.y - r * 1.8, c.z + r * 1.2);
+  camera.lookAt(c);
+  const n = hello.attributes.length;
+  twin.values = new Float64Array(n); twin.vec3 = new Float64Array(3 * n);
+  twin.quality = new Uint8Array(n); twin.known = new Uint8Array(n);
+  twin.moverOf = new Map();  // attribute index -> mesh moved by it (vec3 driving xformOp:translate)
+  for (const p of hello.prims) {
+    for (const i of p.attributes) {
+      const a = hello.attributes[i];
+      if (a.type === 'vec3' && a.drives.includes('xformOp:translate')) twin.moverOf.set(i, twin.meshes.get(p.path));
+    }
+  }
+  document.getElementById('scene').textContent = hello.scene;
+  buildTable(hello);
+}
+
+function removePrim(path) {
+  for (const [k, m] of twin.meshes) {
+    if (k === path || k.startsWith(path + '/')) { scene.remove(m); twin.meshes.delete(k); }
+  }
+}
+
+// ---- state ------------------------------------------------------------------------------
+function value(prim, attribute) {
+  const a = twin.hello && twin.hello.attributes.find(x => x.prim === prim && x.attribute === attribute);
+  if (!a || !twin.known[a.index]) return undefined;
+  if (a.type === 'vec3') return Array.from(twin.vec3.subarray(3 * a.index, 3 * a.index + 3));
+  const v = twin.values[a.index];
+  return a.type === 'bool' ? v !== 0 : v;
+}
+
+function apply(kind, f) {
+  if (kind === 'snapshot') { twin.known.fill(0); twin.snapshots++; twin.status = 'live'; }
+  else {
+    twin.deltas++;
+    if (twin.seq && f.seq !== twin.seq + 1) twin.gaps++;
+    twin.merged += Math.max(0, f.merged - 1);
+  }
+  for (let k = 0; k < f.indices.length; k++) {
+    const i = f.indices[k];
+    twin.values[i] = f.values[k]; twin.quality[i] = f.quality[k]; twin.known[i] = 1;
+  }
+  for (let k = 0; k < f.vec3Indices.length; k++) {
+    const i = f.vec3Indices[k];
+    for (let c = 0; c < 3; c++) twin.vec3[3 * i + c] = f.vec3Values[3 * k + c];
+    twin.quality[i] = f.vec3Quality[k]; twin.known[i] = 1;
+    const mesh = twin.moverOf.get(i);
+    if (mesh) {
+      const p = mesh.userData.prim;
+      mesh.position.set(p.origin[0] + f.vec3Values[3 * k] + p.center[0], p.origin[1] + f.vec3Values[3 * k + 1] + p.center[1],
+                        p.origin[2] + f.vec3Values[3 * k + 2] + p.center[2]);
+    }
+  }
+  twin.seq = f.seq; twin.tick = f.tick; twin.simTime = f.simTime; twin.wallTime = f.wallTime;
+  recolour();
+  dirtyTable = true;
+}
+
+function recolour() {
+  const attrs = twin.hello.attributes;
+  for (const mesh of twin.meshes.values()) {
+    const p = mesh.userData.prim;
+    if (!mesh.userData.twinPrim || p.colorBy < 0 || !twin.known[p.colorBy]) continue;
+    const a = attrs[p.colorBy], q = twin.quality[p.colorBy];
+    let rgb;
+    if (q & 16) rgb = [0.9, 0.1, 0.9];
+    else if (q & 2) rgb = [1, 0, 0];
+    else rgb = ramp(a.max > a.min ? (twin.values[p.colorBy] - a.min) / (a.max - a.min) : 0.5);
+    mesh.material.color.setRGB(rgb[0], rgb[1], rgb[2]);
+  }
+}
+
+// ---- side panel -------------------------------------------------------------------------
+let selected = null, dirtyTable = false;
+function fmt(v) { return Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(3) : v.toFixed(3); }
+function buildTable(hello) {
+  const t = document.getElementById('prims');
+  t.innerHTML = '';
+  for (const p of hello.prims) {
+    const tr = t.insertRow();
+    tr.dataset.path = p.path;
+    tr.insertCell().textContent = p.path.split('/').pop();
+    const v = tr.insertCell(); v.className = 'v';
+    tr.onclick = () => { selected = p; dirtyTable = true; };
+  }
+}
+function updateTable() {
+  if (!dirtyTable || !twin.hello) return;
+  dirtyTable = false;
+  const attrs = twin.hello.attributes;
+  for (const tr of document.getElementById('prims').rows) {
+    const p = twin.meshes.get(tr.dataset.path)?.userData.prim;
+    if (!p || p.colorBy < 0 || !twin.known[p.colorBy]) continue;
+    const a = attrs[p.colorBy];
+    tr.cells[1].textContent = `${a.attribute} ${fmt(twin.values[p.colorBy])} ${a.unit}`;
+    tr.className = (twin.quality[p.colorBy] & 2 ? 'oor' : '') + (selected === p ? ' sel' : '');
+  }
+  const at = document.getElementById('attrs');
+  at.innerHTML = '';
+  if (selected) {
+    for (const i of selected.attributes) {
+      const a = attrs[i], tr = at.insertRow();
+      tr.insertCell().textContent = a.attribute;
+      const v = value(a.prim, a.attribute);
+      tr.insertCell().textContent = v === undefined ? '–' : Array.isArray(v) ? v.map(fmt).join(', ') : typeof v === 'boolean' ? String(v) : fmt(v);
+      tr.cells[1].className = 'v';
+      tr.insertCell().textContent = a.unit;
+    }
+  }
+  document.getElementById('status').textContent =
+    `${twin.status} · ${twin.role || 'no role'}${twin.hello.paused ? ' · paused' : ''}\ntick ${twin.tick} · t=${twin.simTime.toFixed(1)} s · seq ${twin.seq}\n` +
+    `${twin.snapshots} snapshot(s), ${twin.deltas} deltas, ${twin.gaps} gaps`;
+}
+
+// ---- connection -------------------------------------------------------------------------
+let ws, ids = 0;
+function request(msg) {
+  const id = `js-${++ids}`;
+  return new Promise((resolve, reject) => {
+    twin.replies.set(id, { resolve, reject });
+    ws.send(JSON.stringify({ ...msg, id }));
+  });
+}
+
+function onMessage(ev) {
+  if (ev.data instanceof ArrayBuffer) {
+    const f = decodeBinary(ev.data);
+    apply(f.kind, f);
+    return;
+  }
+  const m = JSON.parse(ev.data);
+  switch (m.type) {
+    case 'hello': {
+      const fresh = !twin.hello || twin.hello.session !== m.session;
+      twin.hello = m; twin.role = m.role;
+      if (fresh) buildScene(m);
+      const ok = m.role === 'operator' || m.role === 'admin';
+      for (const b of ['pause', 'resume', 'step']) document.getElementById(b).disabled = !ok;
+      if (token && !m.user) break;  // our auth message is still on its way: wait for the hello it answers with
+      twin.status = 'subscribing';
+      request({ type: 'subscribe', prefixes, attributes: [], encoding, maxRate }).catch(e => twin.errors.push(String(e)));
+      break;
+    }
+    case 'snapshot': case 'delta': apply(m.type, m); break;
+    case 'ack': case 'error': {
+      const r = twin.replies.get(m.id);
+      if (r) { twin.replies.delete(m.id); m.type === 'ack' ? r.resolve(m) : r.reject(new Error(`${m.code}: ${m.message}`)); }
+      else if (m.type === 'error') twin.errors.push(m);
+      if (m.type === 'ack' && (m.of === 'pause' || m.of === 'resume')) twin.hello.paused = m.paused;
+      break;
+    }
+    case 'alarm': {
+      twin.alarms.push(m);
+      const d = document.createElement('div');
+      d.textContent = `${m.active ? '▲' : '▽'} t=${m.simTime.toFixed(1)} ${m.message}`;
+      document.getElementById('alarms').prepend(d);
+      break;
+    }
+    case 'event': twin.events.push(m); break;
+    case 'structure':
+      twin.structure.push(m);
+      m.added.forEach(p => addPrim(p, false));
+      m.removed.forEach(removePrim);
+      break;
+  }
+  dirtyTable = true;
+}
+
+function connect() {
+  ws = new WebSocket(wsUrl, ['twinstage.v1']);
+  ws.binaryType = 'arraybuffer';
+  ws.onopen = () => {
+    twin.status = 'open';
+    if (token) ws.send(JSON.stringify({ type: 'auth', token }));  // browsers cannot set headers: first message
+  };
+  ws.onmessage = onMessage;
+  ws.onclose = ev => { twin.status = 'closed'; twin.closeCode = ev.code; document.getElementById('status').textContent = `closed (${ev.code})`; };
+}
+
+for (const b of ['pause', 'resume']) document.getElementById(b).onclick = () => twin.command(b).catch(e => twin.errors.push(String(e)));
+document.getElementById('step').onclick = () => twin.command('step', 1).catch(e => twin.errors.push(String(e)));
+
+// ---- render loop ------------------------------------------------------------------------
+function renderOnce() { renderer.render(scene, camera); twin.frames++; }
+function pixelStats() {
+  renderOnce();
+  const gl = renderer.getContext(), w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
+  const px = new Uint8Array(w * h * 4);
+  gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
+  let lit = 0;
+  const bg = [0x1b, 0x1e, 0x23];
+  for (let i = 0; i < px.length; i += 4) if (Math.abs(px[i] - bg[0]) + Math.abs(px[i + 1] - bg[1]) + Math.abs(px[i + 2] - bg[2]) > 24) lit++;
+  return { width: w, height: h, lit };
+}
+function loop() { updateTable(); renderOnce(); requestAnimationFrame(loop); }
+
+resize();
+connect();
+requestAnimationFrame(loop);

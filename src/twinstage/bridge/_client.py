@@ -1,0 +1,309 @@
+"""The Python client (asyncio): keeps a local copy of the state it subscribed to.
+
+::
+
+    async with Client("ws://127.0.0.1:8765/", token=secret) as c:
+        await c.subscribe(prefixes=["/Testbed/Pump"], encoding="binary")
+        print(c.get("/Testbed/Pump", "flowRate"), c.unit("/Testbed/Pump", "flowRate"))
+        await c.set("/Testbed/Valve1", "opening", 0.4)
+        await c.wait_until(lambda c: c.get("/Testbed/Valve1", "opening") == 0.4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any, Callable, Sequence
+from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+
+import numpy as np
+
+from . import _binary
+from ._auth import redacting_logger
+from ._messages import SUBPROTOCOL
+
+
+class BridgeError(Exception):
+    """The server answered a request with an error (``code`` as in the protocol)."""
+
+    def __init__(self, code: str, message: str, of: str = ""):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.of = of
+
+
+class Client:
+    """A bridge client. ``send_token``: "header" (Authorization: Bearer), "query"
+    (``?token=``) or "message" (an ``auth`` first message, as browsers do)."""
+
+    def __init__(self, url: str, *, token: str | None = None, send_token: str = "header", origin: str | None = None,
+                 max_size: int | None = 256 * 1024 * 1024, open_timeout: float = 10.0):
+        if send_token not in ("header", "query", "message"):
+            raise ValueError("send_token must be 'header', 'query' or 'message'")
+        self.url = url
+        self.token = token
+        self.send_token = send_token
+        self.origin = origin
+        self.max_size = max_size
+        self.open_timeout = open_timeout
+        self.ws: Any = None
+        self.hello: dict[str, Any] = {}
+        self.attributes: list[dict[str, Any]] = []
+        self.index: dict[tuple[str, str], int] = {}
+        self._scalar = np.zeros(0)
+        self._vec3 = np.zeros((0, 3))
+        self._quality = np.zeros(0, dtype=np.uint8)
+        self._known = np.zeros(0, dtype=bool)
+        self.seq = 0
+        self.tick = 0
+        self.sim_time = 0.0
+        self.wall_time = 0.0
+        self.snapshots = 0
+        self.deltas = 0
+        self.gaps = 0  #: deltas whose seq jumped (merged or filtered frames)
+        self.merged = 0  #: frames merged into deltas beyond the first
+        self.alarms: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.structure: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []  #: errors that answer no request
+        self.received_at = 0.0
+        self.on_state: list[Callable[[str, "Client"], None]] = []
+        self._ids = itertools.count(1)
+        self._replies: dict[str, asyncio.Future] = {}
+        self._hello_fut: asyncio.Future | None = None
+        self._state_cond: asyncio.Condition | None = None
+        self._reader: asyncio.Task | None = None
+        self._sub: dict[str, Any] | None = None
+        self.closed_code: int | None = None
+
+    # -- connection -----------------------------------------------------------------------
+    async def connect(self) -> dict[str, Any]:
+        from websockets.asyncio.client import connect
+
+        url = self.url
+        headers = {}
+        if self.token and self.send_token == "header":
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif self.token and self.send_token == "query":
+            parts = urlsplit(url)
+            q = parse_qsl(parts.query) + [("token", self.token)]
+            url = urlunsplit(parts._replace(query=urlencode(q)))
+        self.ws = await connect(url, additional_headers=headers or None, origin=self.origin, subprotocols=[SUBPROTOCOL], compression=None,
+                                max_size=self.max_size, open_timeout=self.open_timeout, proxy=None, user_agent_header="twinstage-client",
+                                logger=redacting_logger("twinstage.bridge.client"))
+        loop = asyncio.get_running_loop()
+        self._hello_fut = loop.create_future()
+        self._state_cond = asyncio.Condition()
+        self.closed_code = None
+        self._reader = loop.create_task(self._read())
+        if self.token and self.send_token == "message":
+            await self.ws.send(json.dumps({"type": "auth", "token": self.token}))
+        return await asyncio.wait_for(asyncio.shield(self._hello_fut), self.open_timeout)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                self._reader.cancel()
+
+    async def __aenter__(self) -> "Client":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def reconnect(self) -> dict[str, Any]:
+        """Reconnect and resume where this client left off (a delta if the server still has
+        the frames in its ring, else a snapshot). Returns the resume ack."""
+        if self.ws is not None:
+            try:
+                await self.ws.close()
+            except Exception:
+                pass
+        session, last = self.hello.get("session", ""), self.seq
+        await self.connect()
+        sub = dict(self._sub or {"prefixes": [], "attributes": [], "encoding": "json", "maxRate": 0.0})
+        return await self._state_request({"type": "resume", **sub, "session": session, "lastSeq": int(last)})
+
+    # -- requests --------------------------------------------------------------------------
+    async def request(self, msg: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send a message with a fresh id; return its ack or raise :class:`BridgeError`."""
+        mid = msg.get("id") or f"py-{next(self._ids)}"
+        msg = {**msg, "id": mid}
+        fut = asyncio.get_running_loop().create_future()
+        self._replies[mid] = fut
+        try:
+            await self.ws.send(json.dumps(msg))
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._replies.pop(mid, None)
+        if reply["type"] == "error":
+            raise BridgeError(reply["code"], reply["message"], reply.get("of", ""))
+        return reply
+
+    async def _state_request(self, msg: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        assert self._state_cond is not None
+        before = self.snapshots + self.deltas
+        ack = await self.request(msg, timeout)
+        await self.wait_until(lambda c: c.snapshots + c.deltas > before and c.seq >= ack["seq"], timeout)
+        return ack
+
+    async def subscribe(self, prefixes: Sequence[str] = (), attributes: Sequence[str] = (), *, encoding: str = "binary", max_rate: float = 0.0,
+                        timeout: float = 30.0) -> dict[str, Any]:
+        """Subscribe; returns the ack once the snapshot has been applied."""
+        self._sub = {"prefixes": list(prefixes), "attributes": list(attributes), "encoding": encoding, "maxRate": float(max_rate)}
+        return await self._state_request({"type": "subscribe", **self._sub}, timeout)
+
+    async def set(self, prim: str, attribute: str, value: Any, unit: str = "", *, timeout: float = 10.0) -> dict[str, Any]:
+        if isinstance(value, tuple):
+            value = list(value)
+        return await self.request({"type": "set", "prim": prim, "attribute": attribute, "value": value, "unit": unit}, timeout)
+
+    async def command(self, command: str, *, steps: int = 0, scenario: str = "", timeout: float = 10.0) -> dict[str, Any]:
+        return await self.request({"type": "command", "command": command, "steps": steps, "scenario": scenario}, timeout)
+
+    async def ping(self) -> float:
+        t = time.perf_counter()
+        await self.command("ping")
+        return time.perf_counter() - t
+
+    async def pause(self) -> dict[str, Any]:
+        return await self.command("pause")
+
+    async def play(self) -> dict[str, Any]:
+        return await self.command("resume")
+
+    async def step(self, n: int = 1) -> dict[str, Any]:
+        return await self.command("step", steps=n)
+
+    # -- state -----------------------------------------------------------------------------
+    def get(self, prim: str, attribute: str) -> Any:
+        i = self.index[(prim, attribute)]
+        if not self._known[i]:
+            raise KeyError(f"{prim}.{attribute} is not in this client's subscription")
+        kind = self.attributes[i]["type"]
+        if kind == "vec3":
+            return tuple(float(c) for c in self._vec3[i])
+        v = float(self._scalar[i])
+        return bool(v) if kind == "bool" else int(v) if kind == "int" else v
+
+    def quality(self, prim: str, attribute: str) -> int:
+        return int(self._quality[self.index[(prim, attribute)]])
+
+    def unit(self, prim: str, attribute: str) -> str:
+        return self.attributes[self.index[(prim, attribute)]]["unit"]
+
+    def values(self) -> dict[tuple[str, str], Any]:
+        """Every known (prim, attribute) → value."""
+        return {(a["prim"], a["attribute"]): self.get(a["prim"], a["attribute"]) for a in self.attributes if self._known[a["index"]]}
+
+    async def wait_until(self, predicate: Callable[["Client"], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(client)`` holds after some update (raises TimeoutError)."""
+        assert self._state_cond is not None
+        async with self._state_cond:
+            await asyncio.wait_for(self._state_cond.wait_for(lambda: predicate(self) or self.closed_code is not None), timeout)
+        if not predicate(self):
+            raise ConnectionError(f"connection closed ({self.closed_code}) before the condition held")
+
+    # -- reader ----------------------------------------------------------------------------
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = self.ws
+        try:
+            async for raw in ws:
+                self.received_at = time.time()
+                if isinstance(raw, bytes):
+                    self._apply_binary(_binary.decode(raw))
+                    await self._notify("binary")
+                else:
+                    await self._dispatch(json.loads(raw))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed_code = ws.close_code if ws.close_code is not None else 1006
+            exc = ConnectionError(f"connection closed ({self.closed_code} {ws.close_reason or ''})".strip())
+            for fut in self._replies.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+            if self._hello_fut is not None and not self._hello_fut.done():
+                self._hello_fut.set_exception(exc)
+            await self._notify("closed")
+
+    async def _notify(self, kind: str) -> None:
+        for fn in self.on_state:
+            fn(kind, self)
+        assert self._state_cond is not None
+        async with self._state_cond:
+            self._state_cond.notify_all()
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        t = msg.get("type")
+        if t in ("snapshot", "delta"):
+            self._apply_json(msg)
+        elif t in ("ack", "error"):
+            fut = self._replies.get(msg.get("id") or "")
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            elif t == "error":
+                self.errors.append(msg)
+        elif t == "hello":
+            self._on_hello(msg)
+        elif t == "alarm":
+            self.alarms.append(msg)
+        elif t == "event":
+            self.events.append(msg)
+        elif t == "structure":
+            self.structure.append(msg)
+        await self._notify(t or "")
+
+    def _on_hello(self, msg: dict[str, Any]) -> None:
+        same = self.hello.get("session") == msg.get("session") and len(self.attributes) == len(msg["attributes"])
+        self.hello = msg
+        self.attributes = msg["attributes"]
+        self.index = {(a["prim"], a["attribute"]): a["index"] for a in self.attributes}
+        n = len(self.attributes)
+        if not same:
+            self._scalar = np.zeros(n)
+            self._vec3 = np.zeros((n, 3))
+            self._quality = np.zeros(n, dtype=np.uint8)
+            self._known = np.zeros(n, dtype=bool)
+            self.seq = 0
+        if self._hello_fut is not None and not self._hello_fut.done():
+            self._hello_fut.set_result(msg)
+
+    def _apply(self, kind: str, seq: int, tick: int, sim_time: float, wall_time: float, merged: int, idx: Any, vals: Any, q: Any, vidx: Any,
+               vvals: Any, vq: Any) -> None:
+        if kind == "snapshot":
+            self._known[:] = False
+            self.snapshots += 1
+        else:
+            self.deltas += 1
+            if self.seq and seq != self.seq + 1:
+                self.gaps += 1
+            self.merged += max(0, merged - 1)
+        idx = np.asarray(idx, dtype=np.int64)
+        vidx = np.asarray(vidx, dtype=np.int64)
+        self._scalar[idx] = vals
+        self._quality[idx] = q
+        self._known[idx] = True
+        if len(vidx):
+            self._vec3[vidx] = np.asarray(vvals, dtype=np.float64).reshape(-1, 3)
+            self._quality[vidx] = vq
+            self._known[vidx] = True
+        self.seq, self.tick, self.sim_time, self.wall_time = seq, tick, sim_time, wall_time
+
+    def _apply_json(self, m: dict[str, Any]) -> None:
+        self._apply(m["type"], m["seq"], m["tick"], m["simTime"], m["wallTime"], m.get("merged", 1), m["indices"], m["values"], m["quality"],
+                    m["vec3Indices"], m["vec3Values"], m["vec3Quality"])
+
+    def _apply_binary(self, f: _binary.BinaryFrame) -> None:
+        self._apply(f.kind, f.seq, f.tick, f.sim_time, f.wall_time, f.merged, f.indices, f.values, f.quality, f.vec3_indices, f.vec3_values,
+                    f.vec3_quality)

@@ -1,0 +1,51 @@
+"""The twin viewer: the live USD scene with overlays, alarms, labels and a timeline.
+
+    from twinstage.viewer import Viewer
+    viewer = Viewer(color_by="motorTemperature", alarms={"motorTemperature": {"warn": 92, "alarm": 95}})
+    twin.add_sink(viewer)            # a Frame sink of an in-process twin
+    twin.run(ticks=100)
+    viewer.screenshot("pump.png")    # offscreen (Mesa lavapipe works without a GPU)
+
+Front ends: ``Viewer(frontend="window")`` (rendercanvas: glfw or Qt) with
+``viewer.show()``, ``frontend="jupyter"`` (returns the notebook widget), and
+``"offscreen"`` (screenshots, video). Playback: ``viewer.open_recording(path)``;
+remote twins: ``viewer.connect("ws://…")``. See docs/viewer.md.
+
+Importing this package is cheap: pygfx and wgpu load (and a GPU device is
+created) only when something is first drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "Viewer": ("twinstage.viewer._viewer", "Viewer"),
+    "Playback": ("twinstage.viewer._viewer", "Playback"),
+    "run_twin_in_thread": ("twinstage.viewer._viewer", "run_twin_in_thread"),
+    "TwinState": ("twinstage.viewer._state", "TwinState"),
+    "AlarmLimits": ("twinstage.viewer._state", "AlarmLimits"),
+    "RenderQuality": ("twinstage.viewer._env", "RenderQuality"),
+    "ViewerUnavailable": ("twinstage.viewer._env", "ViewerUnavailable"),
+    "display_available": ("twinstage.viewer._env", "display_available"),
+    "extract": ("twinstage.viewer._usdscene", "extract"),
+    "COLORMAPS": ("twinstage.viewer._colormap", "COLORMAPS"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'twinstage.viewer' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
