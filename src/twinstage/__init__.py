@@ -12,7 +12,7 @@ name below is first used.
 
 from __future__ import annotations
 
-from typing import Any
+from twinstage._lazy import lazy_names
 
 from ._version import __version__
 
@@ -31,18 +31,4 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'twinstage' has no attribute {name!r}") from None
-    import importlib
-
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)

@@ -17,7 +17,7 @@ pydantic: they load when a name below is first used.
 
 from __future__ import annotations
 
-from typing import Any
+from twinstage._lazy import lazy_names
 
 _LAZY = {
     "Server": "._server",
@@ -54,19 +54,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        target = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'twinstage.bridge' has no attribute {name!r}") from None
-    import importlib
-
-    module, attr = target if isinstance(target, tuple) else (target, name)
-    value = getattr(importlib.import_module(module, __name__), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,26 +40,24 @@ def _count(text: str) -> int:
     return n
 
 
-def _positive(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (x > 0 and x != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return x
+def _finite(minimum: float, *, strict: bool) -> Any:
+    """argparse type: a finite number above ``minimum`` (``strict``) or at least it."""
+    what = f"a finite number {'>' if strict else '>='} {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(x) and (x > minimum if strict else x >= minimum)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return x
+
+    return parse
 
 
-def _nonnegative(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (x >= 0 and x != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return x
+_positive = _finite(0.0, strict=True)
+_nonnegative = _finite(0.0, strict=False)
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:

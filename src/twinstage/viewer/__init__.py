@@ -17,7 +17,7 @@ created) only when something is first drawn.
 
 from __future__ import annotations
 
-from typing import Any
+from twinstage._lazy import lazy_names
 
 _LAZY = {
     "Viewer": ("twinstage.viewer._viewer", "Viewer"),
@@ -34,18 +34,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'twinstage.viewer' has no attribute {name!r}") from None
-    import importlib
-
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, globals(), _LAZY)
