@@ -5,10 +5,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo demo-live test bench clean
 
+# The demo twin, as fast as possible; the viewer shows it in a window where a display
+# exists and writes out/demo/pump_testbed.png where none does.
 demo: $(VENV)/.installed
-	$(VENV)/bin/twinstage demo --out $(OUT)
+	$(VENV)/bin/twinstage demo --out $(OUT) --view
+
+# The same in real time behind the websocket bridge: open http://127.0.0.1:8765/
+demo-live: $(VENV)/.installed
+	$(VENV)/bin/twinstage demo --out $(OUT) --serve 8765 --view
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
