@@ -36,7 +36,7 @@ def test_python_client_example(bridge):
 
 def _chromium():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("needs Debian chromium + chromium-driver (system-packages.txt)")
+        pytest.fail("needs Debian chromium + chromium-driver (system-packages.txt; make test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -92,7 +92,7 @@ def test_browser_client_builds_the_scene_and_animates_from_deltas(bridge, tmp_pa
 
 def test_unity_protocol_code_under_mono(bridge, tmp_path):
     if not (shutil.which("mcs") and shutil.which("mono")):
-        pytest.skip("needs Debian mono-mcs + mono-runtime (system-packages.txt)")
+        pytest.fail("needs Debian mono-mcs + mono-runtime (system-packages.txt; make test installs them)")
     cs = ROOT / "tests" / "bridge" / "csharp"
     exe = tmp_path / "TwinProtocolTest.exe"
     build = subprocess.run(["mcs", f"-out:{exe}", str(EXAMPLES / "unity" / "TwinProtocol.cs"), str(cs / "MiniJsonUtility.cs"), str(cs / "TwinProtocolTest.cs")],
