@@ -122,6 +122,26 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def xform_layer(n: int, root: str, prefix: str, label: str) -> tuple[Any, list[str]]:
+    """An anonymous root layer (twin stage metadata) with ``n`` Xform prims ``/<root>/<prefix>NNN``,
+    authored through Sdf in one change block (fast at 100k). Returns the layer and the prim paths."""
+    from pxr import Sdf
+
+    from twinstage.usd import create_stage
+
+    stage0 = create_stage(None, root=root)
+    layer = Sdf.Layer.CreateAnonymous(label)
+    layer.TransferContent(stage0.GetRootLayer())
+    width = len(str(n))
+    paths = [f"/{root}/{prefix}{i:0{width}d}" for i in range(n)]
+    with Sdf.ChangeBlock():
+        for p in paths:
+            ps = Sdf.CreatePrimInLayer(layer, p)
+            ps.specifier = Sdf.SpecifierDef
+            ps.typeName = "Xform"
+    return layer, paths
+
+
 def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]

@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import Report, interleaved, log, parse_args
+from _common import Report, interleaved, log, parse_args, xform_layer
 
 from pxr import Sdf, Usd, Vt
 
 from twinstage.state import Declaration, StateTable
-from twinstage.usd import create_stage
 from twinstage.usd._recorder import Recorder
 from twinstage.usd._writer import COLUMN_NS, state_prim_path
 
@@ -50,16 +49,7 @@ RATE = 60.0
 
 def build(n: int):
     """A stage of ``n`` Xform prims and a StateTable of 5 float channels over them."""
-    stage0 = create_stage(None, root="Factory")
-    root = Sdf.Layer.CreateAnonymous("bench-record.usda")
-    root.TransferContent(stage0.GetRootLayer())
-    width = len(str(n))
-    paths = [f"/Factory/M{i:0{width}d}" for i in range(n)]
-    with Sdf.ChangeBlock():
-        for p in paths:
-            ps = Sdf.CreatePrimInLayer(root, p)
-            ps.specifier = Sdf.SpecifierDef
-            ps.typeName = "Xform"
+    root, paths = xform_layer(n, "Factory", "M", "bench-record.usda")
     stage = Usd.Stage.Open(root)
     rng = np.random.default_rng(0)
     init = rng.uniform(10.0, 100.0, (len(CHANNELS), n))

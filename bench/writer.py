@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from _common import Report, interleaved, log, parse_args
+from _common import Report, interleaved, log, parse_args, xform_layer
 
 from pxr import Sdf, Usd, Vt
 
 from twinstage.state import Declaration, StateTable
-from twinstage.usd import create_stage
 from twinstage.usd._writer import ColumnarWriter, LiveWriter, create_live_layer, state_prim_path
 
 CHANNELS = ("a", "b", "c", "d")
@@ -39,16 +38,7 @@ CHANNELS = ("a", "b", "c", "d")
 
 def build(n: int):
     """Root layer with ``n`` Xform prims, a StateTable over them, and the three targets."""
-    stage0 = create_stage(None, root="World")
-    root = Sdf.Layer.CreateAnonymous("bench-writer.usda")
-    root.TransferContent(stage0.GetRootLayer())
-    width = len(str(n))
-    paths = [f"/World/P{i:0{width}d}" for i in range(n)]
-    with Sdf.ChangeBlock():
-        for p in paths:
-            ps = Sdf.CreatePrimInLayer(root, p)
-            ps.specifier = Sdf.SpecifierDef
-            ps.typeName = "Xform"
+    root, paths = xform_layer(n, "World", "P", "bench-writer.usda")
     rng = np.random.default_rng(0)
     init = rng.uniform(0.0, 100.0, (len(CHANNELS), n))
     decls = [Declaration(p, name, "float", float(init[c, i]), "degC")

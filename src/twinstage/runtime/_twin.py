@@ -165,15 +165,12 @@ class Twin:
 
     def _coerce(self, path: str, name: str, value: Any) -> Any:
         mag, unit = split_quantity(value)
-        if unit is not None:
-            ch_unit = self.table.channels[name].unit if name in self.table.channels else None
-            if ch_unit is not None:
-                where = f"{path}.twin:{name}"
-                conv = converter(unit, ch_unit, where)
-                if isinstance(mag, (int, float)) and not isinstance(mag, bool):
-                    mag = conv(float(mag))
-                else:
-                    mag = conv(np.asarray(mag, dtype=float))
+        if unit is not None:  # set() has checked that prim and attribute exist
+            conv = converter(unit, self.table.channels[name].unit, f"{path}.twin:{name}")
+            if isinstance(mag, (int, float)) and not isinstance(mag, bool):
+                mag = conv(float(mag))
+            else:
+                mag = conv(np.asarray(mag, dtype=float))
         return self.table.validate(path, name, mag)
 
     def set(self, path: str, **values: Any) -> None:

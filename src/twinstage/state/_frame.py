@@ -64,7 +64,7 @@ class Frame:
     def n_changed(self) -> int:
         return sum(len(c) for c in self.changes.values())
 
-    def items(self, prims_of: Mapping[str, np.ndarray] | None = None) -> Iterator[tuple[str, int, object, int]]:
+    def items(self) -> Iterator[tuple[str, int, object, int]]:
         """Yield ``(channel, row, value, quality)`` for every change (slow path, for scripts)."""
         for name, ch in self.changes.items():
             for row, value, q in zip(ch.rows.tolist(), ch.values.tolist(), ch.quality.tolist()):

@@ -13,7 +13,7 @@ from ._schema import (
     read_attributes,
     register,
 )
-from ._stage import StageError, candidate_assets, create_stage, describe, open_stage, twin_prims, valid_name
+from ._stage import StageError, candidate_assets, create_stage, describe, open_stage, twin_prims
 
 __all__ = [
     "ASSET_API",
@@ -33,5 +33,4 @@ __all__ = [
     "read_attributes",
     "register",
     "twin_prims",
-    "valid_name",
 ]

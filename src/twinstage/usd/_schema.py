@@ -246,11 +246,10 @@ def read_attributes(prim: Usd.Prim) -> list[tuple[AttrDecl, Any]]:
         attr = attrs.get(f"{NAMESPACE}:{name}")
         if not attr or not attr.HasAuthoredValue():
             raise SchemaError(f"{where}: declared by {schema} but has no authored value")
-        tname = str(attr.GetTypeName().type.typeName)
-        usd_type = attr.GetTypeName().cppTypeName
-        twin_type = _USD_TO_TWIN.get(str(attr.GetTypeName()), None)
+        type_name = attr.GetTypeName()
+        twin_type = _USD_TO_TWIN.get(str(type_name))
         if twin_type is None:
-            raise SchemaError(f"{where}: unsupported value type {attr.GetTypeName()} ({usd_type or tname})")
+            raise SchemaError(f"{where}: unsupported value type {type_name} ({type_name.cppTypeName or type_name.type.typeName})")
         meta: dict[str, Any] = {}
         for field in _META_FIELDS:
             a = attrs.get(f"{NAMESPACE}:{name}:{field}")

@@ -95,12 +95,6 @@ def create_stage(
     return stage
 
 
-def valid_name(text: str) -> str:
-    """Turn any text into a valid USD prim name (``Pump 1/A`` → ``Pump_1_A``)."""
-    name = Tf.MakeValidIdentifier(text or "_")
-    return name
-
-
 def twin_prims(stage: Usd.Stage) -> list[Usd.Prim]:
     """Prims carrying ``TwinAssetAPI``, in stage traversal order (active, loaded, defined)."""
     return [p for p in stage.Traverse() if is_twin_asset(p)]

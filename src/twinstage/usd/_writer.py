@@ -82,12 +82,11 @@ class LiveWriter:
         self.stats: dict[str, Any] = {"committed": 0, "pending": 0, "max_staleness_ticks": 0, "last_commit_s": 0.0, "deferred_ticks": 0}
 
     def start(self, twin: Any) -> None:
-        self.bind(twin.stage, twin.table, twin.live_layer, dt=twin.clock.dt)
+        self.bind(twin.stage, twin.table, twin.live_layer)
 
-    def bind(self, stage: Usd.Stage, table: StateTable, layer: Sdf.Layer, dt: float = 0.0) -> None:
+    def bind(self, stage: Usd.Stage, table: StateTable, layer: Sdf.Layer) -> None:
         self.table = table
         self.layer = layer
-        self.dt = dt
         self._names = list(table.channels)
         self._offsets = np.array([table.channels[n].offset for n in self._names] + [table.n_entries], dtype=np.int64)
         self._offset_list = self._offsets.tolist()
