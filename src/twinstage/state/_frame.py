@@ -19,6 +19,8 @@ class Quality(enum.IntFlag):
     ESTIMATED = 4  #: produced by a model/assimilation, not measured
     LATE = 8  #: arrived after later samples (out of order)
     BAD = 16  #: rejected (non-finite, failed a check); the previous value is kept
+    UNCERTAIN = 32  #: the source says the value is of uncertain quality (e.g. OPC UA Uncertain)
+    OVERFLOW = 64  #: samples for this value were dropped because a buffer was full
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
