@@ -12,7 +12,8 @@ OUT ?= out/demo
 demo: $(VENV)/.installed
 	$(VENV)/bin/twinstage demo --out $(OUT) --view
 
-# The same in real time behind the websocket bridge: open http://127.0.0.1:8765/
+# The same in real time behind the websocket bridge, until Ctrl-C: it prints the browser URL
+# (http://127.0.0.1:8765/?token=...) and a Python snippet with freshly generated tokens.
 demo-live: $(VENV)/.installed
 	$(VENV)/bin/twinstage demo --out $(OUT) --serve 8765 --view
 

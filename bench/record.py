@@ -22,12 +22,24 @@ does not.
 
 Target: recorder ≤ 1.5 × floor per tick.
 
-    python bench/record.py [--quick] [--json]
+**Side by side with rerun** (issue 13): the same run recorded three ways — 10k
+assets × 5 float channels, 4 of them moving, 600 ticks at 60 Hz: the Recorder
+chunked (value clips: each save writes the ticks since the last one), the Recorder
+writing one file (each save rewrites it), and rerun-sdk logging the same arrays
+(values and quality of each moving channel, tick and sim time) per tick to an
+``.rrd`` file. Each figure is the whole cost of the run per tick: every tick's
+``consume``/``log`` plus the periodic saves and the final save/flush (``close()`` /
+``disconnect()``), the work a user pays for having a recording. rerun-sdk is the
+``bench`` extra (``pip install -e .[bench]``); without it that column is skipped
+with a note. Target: chunked recorder ≤ rerun per tick.
+
+    python bench/record.py [--quick] [--json] [--vs-rerun-only] [--assets N] [--ticks N]
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -86,9 +98,105 @@ def sinks(table: StateTable, stage: Usd.Stage, workdir: Path, tag: str):
     return rec, floor, floor_tick
 
 
+MOVING = ("heatInput", "temperature", "thermalResistance", "timeConstant")
+
+
+def side_by_side(rep: Report, args, workdir: Path) -> None:
+    """Recorder (chunked / one file) and rerun on the same run; whole cost per tick, median of rounds."""
+    n, ticks = args.assets, args.ticks
+    try:
+        import rerun as rr
+    except ImportError:
+        rr = None
+        rep.note("rerun-sdk is not installed (pip install -e .[bench]): its column is skipped")
+    table, stage = build(n)
+    variants = ["chunked", "one file"] + (["rerun"] if rr is not None else [])
+    runs: dict[str, list[float]] = {v: [] for v in variants}
+    sizes: dict[str, float] = {}
+    saves: dict[str, int] = {}
+    rounds = args.repeat or (1 if args.quick else 3)
+    for r in range(rounds):
+        for v in variants[r % len(variants):] + variants[: r % len(variants)]:
+            log(args, f"record: side by side, round {r + 1}/{rounds}: {v} ({n} assets x {ticks} ticks) ...")
+            d = workdir / f"sbs-{r}-{v.replace(' ', '_')}"
+            d.mkdir()
+            frames = []
+            for t in range(1, ticks + 1):  # the same frames for everyone, made beforehand (not timed)
+                for name in MOVING:
+                    table[name][:] += 0.01
+                frames.append((t, table.diff(t, t / RATE, time.time())))  # every row changes: the Frame holds whole columns
+            cost = 0.0
+            if v == "rerun":
+                rec = rr.RecordingStream("twinstage-bench-record")
+                rec.save(str(d / "run.rrd"))
+                for t, frame in frames:
+                    t0 = time.perf_counter()
+                    rec.set_time("tick", sequence=t)
+                    for name in MOVING:
+                        ch = frame.changes[name]
+                        rec.log(f"twin/{name}", rr.AnyValues(values=ch.values, quality=ch.quality))
+                    rec.log("twin/clock", rr.AnyValues(tick=t, simTime=frame.sim_time))
+                    cost += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rec.flush()
+                rec.disconnect()
+                cost += time.perf_counter() - t0
+                del rec
+            else:
+                rec = Recorder(d / "rec.usdc", chunked=(v == "chunked"))
+                rec.bind(stage, table, rate=RATE)
+                for t, frame in frames:
+                    for name in MOVING:  # the table as it was at that tick (untimed)
+                        ch = frame.changes[name]
+                        table[name][ch.rows] = ch.values
+                    t0 = time.perf_counter()
+                    rec.consume(frame)
+                    cost += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rec.close()
+                cost += time.perf_counter() - t0
+                saves[v] = rec.saves
+                rec.layer = None
+            runs[v].append(cost / ticks)
+            sizes[v] = sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 1e6
+            del frames
+            shutil.rmtree(d, ignore_errors=True)
+    med = {v: float(np.median(x)) for v, x in runs.items()}
+    label = f"{n // 1000}k"
+    for v in variants:
+        key = v.replace(" ", "_")
+        rep.figure(f"sbs_{label}_{key}_ms_per_tick", med[v] * 1e3)
+        rep.figure(f"sbs_{label}_{key}_file_mb", sizes[v])
+    rep.figure(f"sbs_{label}_chunked_over_one_file_ratio", med["chunked"] / med["one file"])
+    row = [label, ticks, med["chunked"] * 1e3, med["one file"] * 1e3]
+    if rr is not None:
+        r = rep.figure(f"sbs_{label}_chunked_over_rerun_ratio", med["chunked"] / med["rerun"])
+        rep.figure(f"sbs_{label}_one_file_over_rerun_ratio", med["one file"] / med["rerun"])
+        res = rep.target(f"{label} assets x 4 moving channels x {ticks} ticks: chunked recorder / rerun per tick", f"sbs_{label}_chunked_over_rerun_ratio", r, 1.0)
+        row += [med["rerun"] * 1e3, r, res]
+    else:
+        row += ["-", "-", "skipped"]
+    row += [sizes["chunked"], sizes["one file"], sizes.get("rerun", "-"), saves.get("chunked", 0)]
+    rep.table(f"Side by side: the whole cost of recording a run, per tick ({n} assets, 4 of 5 channels moving, {ticks} ticks at {RATE:g} Hz; median of {rounds} round(s))",
+              ["assets", "ticks", "chunked ms", "one file ms", "rerun ms", "chunked/rerun", "<=1", "chunked MB", "one file MB", "rerun MB", "chunked saves"], [row])
+    del table, stage
+
+
 def main() -> int:
-    args = parse_args(__doc__.splitlines()[0])
+    def extra(p):
+        p.add_argument("--vs-rerun-only", action="store_true", help="only the side-by-side run with rerun")
+        p.add_argument("--assets", type=int, default=10_000, help="assets in the side-by-side run (default 10000)")
+        p.add_argument("--ticks", type=int, default=600, help="ticks in the side-by-side run (default 600)")
+
+    args = parse_args(__doc__.splitlines()[0], extra)
     rep = Report("record", args)
+    workdir = Path(tempfile.mkdtemp(prefix="twinstage-bench-record-"))
+    try:
+        side_by_side(rep, args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.vs_rerun_only:
+        return rep.finish()
     sizes = [1_000, 10_000, 100_000]
     ticks = {1_000: 300, 10_000: 300, 100_000: 120} if not args.quick else {1_000: 120, 10_000: 120, 100_000: 30}
     workdir = Path(tempfile.mkdtemp(prefix="twinstage-bench-record-"))

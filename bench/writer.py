@@ -19,7 +19,7 @@ of the same arrays (values, quality, tick, simTime) on the same kind of live lay
 Targets: live ≥ 2× faster than naive at every size; live ≤ 1.3× floor at 1k and
 10k prims; columnar ≤ 1.5× its floor.
 
-    python bench/writer.py [--quick] [--json]
+    python bench/writer.py [--quick] [--json] [--sizes 100000] [--columnar-only]
 """
 
 from __future__ import annotations
@@ -157,9 +157,13 @@ def check(table: StateTable, writer: LiveWriter, keep) -> None:
 
 
 def main() -> int:
-    args = parse_args(__doc__.splitlines()[0])
+    def extra(p):
+        p.add_argument("--sizes", default=None, help="comma-separated prim counts (default 1000,10000,100000; --quick 1000,10000)")
+        p.add_argument("--columnar-only", action="store_true", help="only the columnar comparison")
+
+    args = parse_args(__doc__.splitlines()[0], extra)
     rep = Report("writer", args)
-    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     repeats = {1_000: 11, 10_000: 5, 100_000: 3} if args.quick else {1_000: 31, 10_000: 13, 100_000: 5}
     per_prim_rows, col_rows = [], []
     for n in sizes:
@@ -167,7 +171,7 @@ def main() -> int:
         table, writer, keep, fns, col_fns = build(n)
         rng = np.random.default_rng(1)
         repeat = args.repeat or repeats[n]
-        for label, frac in (("all", 1.0), ("10%", 0.1)):
+        for label, frac in () if args.columnar_only else (("all", 1.0), ("10%", 0.1)):
             state = {}
             tick = [0]
 
@@ -216,6 +220,8 @@ def main() -> int:
             writer.consume(state["frame"])  # keep the per-prim side current (untimed)
 
         med = interleaved({k: (lambda f=f: f(state["frame"])) for k, f in col_fns.items()}, repeat=max(repeat, 5), before=before_col)
+        if args.columnar_only:
+            writer.flush()
         key = f"{n // 1000}k"
         r = med["columnar"] / med["floor"]
         rep.figure(f"columnar_{key}_ms", med["columnar"] * 1e3)
@@ -224,10 +230,11 @@ def main() -> int:
         s = rep.target(f"columnar {n // 1000}k: columnar/floor", f"columnar_{key}_over_floor_ratio", r, 1.5)
         col_rows.append([f"{n // 1000}k", len(CHANNELS) * n, med["columnar"] * 1e3, med["floor"] * 1e3, r, s])
         del table, writer, keep, fns, col_fns
-    rep.table("Per-prim writes, 4 float attributes per prim (median ms per Frame; budget_s=None)",
-              ["prims", "dirty", "writes", "live ms", "naive ms", "floor ms", "floor 256 ms", "live µs/write", "naive/live", ">=2", "live/floor", "<=1.3",
-               "observed/floor", "live/observed"],
-              per_prim_rows)
+    if per_prim_rows:
+        rep.table("Per-prim writes, 4 float attributes per prim (median ms per Frame; budget_s=None)",
+                  ["prims", "dirty", "writes", "live ms", "naive ms", "floor ms", "floor 256 ms", "live µs/write", "naive/live", ">=2", "live/floor", "<=1.3",
+                   "observed/floor", "live/observed"],
+                  per_prim_rows)
     rep.table("Columnar writes, 4 channels (values + quality + tick + simTime; median ms per Frame)",
               ["prims", "values", "columnar ms", "floor ms", "columnar/floor", "<=1.5"], col_rows)
     rep.note("floor = cached Sdf.AttributeSpec.default on a layer no stage has open, without ('floor') and with "

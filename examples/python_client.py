@@ -18,7 +18,7 @@ from twinstage.bridge import BridgeError, Client
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with Client(args.url, token=args.token) as c:
+    async with Client(args.url, token=args.token, hello=args.hello) as c:
         h = c.hello
         print(f"connected to {h['scene']} (session {h['session'][:8]}, {h['tickRate']:g} Hz, role {h['role']}), {len(c.attributes)} values")
         await c.subscribe(prefixes=args.prefix or [], encoding=args.encoding, max_rate=args.max_rate)
@@ -48,7 +48,8 @@ if __name__ == "__main__":
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/")
     p.add_argument("--token")
     p.add_argument("--prefix", action="append", help="prim path prefix to subscribe to (repeatable)")
-    p.add_argument("--encoding", choices=("binary", "json"), default="binary")
+    p.add_argument("--encoding", choices=("binary", "json", "compact"), default="binary")
+    p.add_argument("--hello", choices=("rows", "compact"), default="rows", help="compact: the attribute table once per channel (big scenes)")
     p.add_argument("--max-rate", type=float, default=2.0, help="state messages per second (0 = every tick)")
     p.add_argument("--set", action="append", metavar="/Prim.attr=VALUE")
     p.add_argument("--seconds", type=float, default=5.0)

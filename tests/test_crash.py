@@ -1,10 +1,12 @@
 """Crash safety: SIGKILL a recording run at random points; the file must always be a usable recording.
 
 A child process opens the pump scene, records with ``save_every_s=0.05`` and ticks as
-fast as it can. It is killed with SIGKILL after a random delay, 15 times (seeded). After
-each kill the recording on disk must open with Sdf and Usd, hold a contiguous run of
-tick samples starting at the first tick, have ``endTimeCode`` equal to its last sample,
-and read with :class:`twinstage.Recording`. The next child records to the same path, so
+fast as it can; kills alternate between a chunked ``.usdc`` recording and a one-file
+``.usda`` one. It is killed with SIGKILL after a random delay, 15 times (seeded). After
+each kill the recording on disk (a root naming its chunks through value clips) must
+open with Sdf and Usd, hold a contiguous run of ticks starting at the first, with
+every chunk whole (each column holds exactly the chunk's ticks), have
+``endTimeCode`` equal to its last tick, and read with :class:`twinstage.Recording`. The next child records to the same path, so
 stale temp files an interrupted save left behind must be gone once it has started.
 
 To keep the loop short the next child is started (imports, opens the scene) while the
@@ -30,6 +32,7 @@ import pytest
 from pxr import Sdf, Usd
 
 import twinstage
+from twinstage.usd._recorder import chunk_dir
 from twinstage.usd._writer import COLUMN_NS
 
 KILLS = 15
@@ -40,12 +43,13 @@ TOTAL_TIME_LIMIT_S = 150.0
 CHILD = r"""
 import sys
 import twinstage
+from twinstage.usd._recorder import Recorder
 scene, out = sys.argv[1], sys.argv[2]
 twin = twinstage.open(scene, rate=100.0, write_budget_s=None)
 print("ready", flush=True)
 if sys.stdin.readline().strip() != "go":
     sys.exit(3)
-twin.record(out, save_every_s=0.05)
+twin.add_sink(Recorder(out, save_every_s=0.05, chunked=out.endswith(".usdc")))
 twin.tick()
 print("started", flush=True)
 k = 0
@@ -77,44 +81,51 @@ def _wait_line(proc: subprocess.Popen, expected: str, timeout: float, log: Path)
 
 
 def _temp_files(out: Path) -> list[Path]:
-    """Temp files of interrupted saves: the recorder's ``.<name>.tmp-*`` and Layer.Save's ``<name|stem>.XXXXXX``."""
+    """Temp files of interrupted saves: the recorder's ``.<name>.tmp-*`` (root and chunks) and Layer.Save's ``<name|stem>.XXXXXX``."""
     pat = re.compile(rf"(?:{re.escape(out.name)}|{re.escape(out.stem)})\.[A-Za-z0-9_]{{6}}$")
-    return [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-") or pat.fullmatch(p.name)]
+    found = [p for p in out.parent.iterdir() if p.is_file() and (p.name.startswith(f".{out.name}.tmp-") or pat.fullmatch(p.name))]
+    chunks = chunk_dir(out)
+    if chunks.is_dir():  # a chunk's temp file: .<NNNNNN>.usdc.tmp-XXXXXX.usdc
+        found += [p for p in chunks.iterdir() if p.name.startswith(".") and ".tmp-" in p.name]
+    return found
 
 
 def _check_recording(out: Path, i: int) -> int:
-    """Check what a kill left at ``out``; return the number of recorded ticks."""
+    """Check what a kill left at ``out`` (root + chunks); return the number of recorded ticks."""
     assert out.exists(), f"kill {i}: the recording file is gone"
-    copy = out.with_name(f"check{i}{out.suffix}")  # same folder: the relative sublayer still resolves
+    copy = out.with_name(f"check{i}{out.suffix}")  # same folder: the sublayer and the chunks still resolve
     shutil.copy(out, copy)
     try:
         layer = Sdf.Layer.FindOrOpen(str(copy))
         assert layer is not None, f"kill {i}: Sdf cannot open the recording"
         state = Sdf.Path("/Testbed/TwinState")
+        rec = twinstage.Recording(copy)
+        n = len(rec.ticks)
+        assert rec.ticks.tolist() == list(range(1, n + 1)), f"kill {i}: ticks not contiguous from 1: {rec.ticks[:5]}...{rec.ticks[-5:]}"
         tick_path = state.AppendProperty(f"{COLUMN_NS}:tick")
-        times = layer.ListTimeSamplesForPath(tick_path)
-        n = len(times)
-        assert times == [float(t) for t in range(1, n + 1)], f"kill {i}: tick samples not contiguous from 1: {times[:5]}...{times[-5:]}"
-        spec = layer.GetPrimAtPath(state)
-        sampled = [a for a in spec.attributes if layer.GetNumTimeSamplesForPath(a.path)]
-        if n:
-            assert len(sampled) > 20
-        for a in sampled:  # every column has exactly the same samples: no half-written tick
-            assert layer.ListTimeSamplesForPath(a.path) == times, f"kill {i}: {a.name} has other samples than twinstate:tick"
-        for t in times[:: max(1, n // 10)] + times[-1:]:
-            assert layer.QueryTimeSample(tick_path, t) == int(t)
+        for chunk, times in rec.chunks:  # every chunk file is whole: each column has exactly its ticks
+            if not len(times):
+                continue
+            spec = chunk.GetPrimAtPath(state)
+            sampled = [a for a in spec.attributes if chunk.GetNumTimeSamplesForPath(a.path)]
+            assert len(sampled) > 20, f"kill {i}: {chunk.identifier} holds {len(sampled)} columns"
+            on_file = chunk.ListTimeSamplesForPath(tick_path)
+            assert on_file == times.tolist(), f"kill {i}: {chunk.identifier} holds ticks the root does not name"
+            for a in sampled:
+                assert chunk.ListTimeSamplesForPath(a.path) == on_file, f"kill {i}: {a.name} has other samples than twinstate:tick"
         prov = layer.customLayerData["twinstage"]
         if n:
             assert layer.startTimeCode == 1.0
-            assert layer.endTimeCode == times[-1], f"kill {i}: endTimeCode {layer.endTimeCode} but last sample {times[-1]}"
+            assert layer.endTimeCode == float(n), f"kill {i}: endTimeCode {layer.endTimeCode} but last tick {n}"
             assert json.loads(prov["recordedTicks"]) == [1, n]
         stage = Usd.Stage.Open(str(copy))
         assert stage is not None and stage.GetPrimAtPath("/Testbed/Pump"), f"kill {i}: does not compose with the scene"
         if n:
             assert stage.GetEndTimeCode() == float(n)
-        rec = twinstage.Recording(copy)
-        assert rec.ticks.tolist() == list(range(1, n + 1))
-        if n:
+            col = stage.GetPrimAtPath(state).GetAttribute(f"{COLUMN_NS}:tick")
+            assert col.GetTimeSamples() == [float(t) for t in range(1, n + 1)], f"kill {i}: the composed (clipped) samples differ"
+            for t in list(range(1, n + 1, max(1, n // 10))) + [n]:
+                assert col.Get(float(t)) == t
             flow = rec.channel("flowRate")
             assert flow.shape == (n, 2) and np.isfinite(flow).all()
             assert rec.time_range == (1.0, float(n))

@@ -15,7 +15,7 @@ from twinstage import __version__
 from twinstage.models import parameters_hash
 from twinstage.scenes import generate_factory
 from twinstage.usd import StageError
-from twinstage.usd._recorder import Recorder, clean_stale_temp_files
+from twinstage.usd._recorder import Recorder, chunk_dir, clean_stale_temp_files
 from twinstage.usd._validate import validate
 from twinstage.usd._writer import COLUMN_NS
 
@@ -167,9 +167,11 @@ def test_every_n_decimation(pump_scene, tmp_path):
     assert rec.time_range == (3.0, 18.0)
     for name in twin.table.channels:
         np.testing.assert_array_equal(rec.channel(name), np.stack([tape.values[tape.at(t)][name] for t in rec.ticks]))
-    layer = Sdf.Layer.FindOrOpen(str(out))
-    p = Sdf.Path("/Testbed/TwinState").AppendProperty(f"{COLUMN_NS}:flowRate")
-    assert layer.ListTimeSamplesForPath(p) == [3.0, 6.0, 9.0, 12.0, 15.0, 18.0]
+    # any USD tool sees the same samples: the chunks compose through value clips
+    stage = Usd.Stage.Open(str(out))
+    attr = stage.GetPrimAtPath("/Testbed/TwinState").GetAttribute(f"{COLUMN_NS}:flowRate")
+    assert attr.GetTimeSamples() == [3.0, 6.0, 9.0, 12.0, 15.0, 18.0]
+    np.testing.assert_array_equal(np.asarray(attr.Get(9.0)), rec.channel("flowRate")[2])
     with pytest.raises(ValueError):
         Recorder(tmp_path / "x.usdc", every=0)
 
@@ -237,19 +239,34 @@ def test_stale_temp_files_removed_on_start(pump_scene, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".usdc", ".usda"])
-def test_frequent_saves_do_not_grow_the_file(pump_scene, tmp_path, suffix):
-    """A crate file saved over and over must not keep every earlier version (incremental save)."""
+@pytest.mark.parametrize("chunked", [False, True])
+def test_frequent_saves_do_not_grow_the_file(pump_scene, tmp_path, suffix, chunked):
+    """Saving over and over keeps no earlier versions (crate's incremental save would). Chunked,
+    every save writes one new chunk of the new ticks and a root that only grows by a clip entry."""
     sizes = {}
     for every_s in (0.0, 3600.0):
         out = tmp_path / f"rec{every_s:g}{suffix}"
         twin = twinstage.open(pump_scene)
-        rec = twin.record(out, save_every_s=every_s)
+        rec = twin.add_sink(Recorder(out, save_every_s=every_s, chunked=chunked))
         twin.run(ticks=150)
         twin.close()
         sizes[every_s] = out.stat().st_size
         assert rec.saves >= (150 if every_s == 0.0 else 2)
-        assert twinstage.Recording(out).ticks.tolist() == list(range(1, 151))
-    assert sizes[0.0] <= 1.1 * sizes[3600.0], sizes
+        recording = twinstage.Recording(out)
+        assert recording.ticks.tolist() == list(range(1, 151))
+        if not chunked:
+            assert not chunk_dir(out).exists()
+            continue
+        chunks = sorted(chunk_dir(out).glob("0*.usdc"))
+        assert len(chunks) == len(recording.chunks) == (150 if every_s == 0.0 else 1)
+        if every_s == 0.0:
+            assert [len(t) for _, t in recording.chunks] == [1] * 150
+            chunk_sizes = [p.stat().st_size for p in chunks]
+            assert max(chunk_sizes) <= 1.2 * min(chunk_sizes), "a chunk grew with later saves"
+    if chunked:
+        assert sizes[0.0] <= sizes[3600.0] + 150 * 120, sizes
+    else:
+        assert sizes[0.0] <= 1.1 * sizes[3600.0], sizes
 
 
 def test_recording_file_mode_follows_umask(pump_scene, tmp_path):
@@ -441,3 +458,91 @@ def test_save_interval_stretches_with_the_cost_of_a_save(pump_scene, tmp_path, m
     rec.save_every_s = 0.0  # explicit every-tick saving is honoured whatever it costs
     assert rec.save_interval_s == 0.0
     twin.close()
+
+
+# -- chunked recordings: value clips, saves that cost the new data --------------------------
+
+
+def test_each_save_writes_only_the_new_ticks_and_any_usd_tool_plays_the_run(pump_scene, tmp_path):
+    out = tmp_path / "rec.usdc"
+    twin = twinstage.open(pump_scene, rate=10.0)
+    rec = twin.add_sink(Recorder(out, save_every_s=3600.0, chunk_ticks=7, chunked=True))
+    tape = Tape(twin)
+    _scripted_run(twin, 30)
+    first = chunk_dir(out) / "000000.usdc"
+    sealed = first.read_bytes()
+    assert rec._chunk is None or rec._chunk_n < 7  # sealed chunks are not kept in memory
+    twin.run(ticks=10)
+    assert first.read_bytes() == sealed  # a later save never rewrites a sealed chunk
+    twin.close()
+    recording = twinstage.Recording(out)
+    assert [t.tolist() for _, t in recording.chunks] == [list(range(k, min(k + 7, 41))) for k in range(1, 41, 7)]
+    assert recording.ticks.tolist() == list(range(1, 41))
+    # the root names the chunks through clip metadata; Usd composes the whole run from them
+    root = Sdf.Layer.FindOrOpen(str(out))
+    clips = root.GetPrimAtPath("/Testbed/TwinState").GetInfo("clips")["default"]
+    assert [a.path for a in clips["assetPaths"]] == [f"./rec_usdc.chunks/{k:06d}.usdc" for k in range(6)]
+    assert [tuple(a) for a in clips["active"]] == [(float(1 + 7 * k), float(k)) for k in range(6)]
+    assert not root.ListTimeSamplesForPath(Sdf.Path("/Testbed/TwinState").AppendProperty(f"{COLUMN_NS}:tick"))
+    stage = Usd.Stage.Open(str(out))
+    prim = stage.GetPrimAtPath("/Testbed/TwinState")
+    for name in twin.table.channels:
+        attr = prim.GetAttribute(f"{COLUMN_NS}:{name}")
+        assert attr.GetTimeSamples() == [float(t) for t in range(1, 41)]
+        for t in (1, 7, 8, 20, 40):
+            np.testing.assert_array_equal(np.asarray(attr.Get(float(t))), tape.values[tape.at(t)][name], err_msg=f"{name}@{t}")
+    np.testing.assert_array_equal(recording.channel("flowRate"), np.stack([v["flowRate"] for v in tape.values]))
+    # the one-layer view for Sdf readers holds every sample
+    merged = recording.layer
+    p = Sdf.Path("/Testbed/TwinState").AppendProperty(f"{COLUMN_NS}:flowRate")
+    assert merged.ListTimeSamplesForPath(p) == [float(t) for t in range(1, 41)]
+    np.testing.assert_array_equal(np.asarray(merged.QueryTimeSample(p, 9.0)), recording.channel("flowRate")[8])
+    np.testing.assert_array_equal(np.asarray(recording.query(p, 9.0)), recording.channel("flowRate")[8])
+
+
+def test_reproducible_chunked_recordings_are_byte_identical_file_by_file(pump_scene, tmp_path):
+    def run(d):
+        d.mkdir()
+        for f in pump_scene.parent.iterdir():
+            if f.is_file() and f.name.startswith("pump_testbed"):
+                shutil.copy(f, d / f.name)
+        twin = twinstage.open(d / "pump_testbed.usda", rate=20.0, seed=5)
+        twin.add_sink(Recorder(d / "rec.usdc", reproducible=True, save_every_s=0.5, chunked=True))  # a chunk per 10 ticks of sim time
+        _scripted_run(twin, 45)
+        twin.close()
+        files = sorted(p for p in [d / "rec.usdc", *chunk_dir(d / "rec.usdc").iterdir()])
+        return {p.name: p.read_bytes() for p in files}
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert sorted(a) == ["000000.usdc", "000001.usdc", "000002.usdc", "000003.usdc", "000004.usdc", "manifest.usdc", "rec.usdc"]
+    assert a == b
+
+
+def test_a_missing_or_inconsistent_chunk_is_named(pump_scene, tmp_path):
+    out = tmp_path / "rec.usdc"
+    twin = twinstage.open(pump_scene)
+    twin.add_sink(Recorder(out, chunk_ticks=4, chunked=True))
+    twin.run(ticks=10)
+    twin.close()
+    (chunk_dir(out) / "000001.usdc").unlink()
+    with pytest.raises(StageError, match="000001.usdc"):
+        twinstage.Recording(out)
+    (chunk_dir(out) / "000001.usdc").write_bytes(b"PXR-USDC" + bytes(range(200)))
+    with pytest.raises(StageError, match="000001.usdc"):
+        twinstage.Recording(out)
+
+
+def test_rerecording_removes_the_earlier_chunks(pump_scene, tmp_path):
+    out = tmp_path / "rec.usdc"
+    for ticks in (30, 5):
+        twin = twinstage.open(pump_scene)
+        twin.add_sink(Recorder(out, chunk_ticks=4, chunked=True))
+        twin.run(ticks=ticks)
+        twin.close()
+    assert sorted(p.name for p in chunk_dir(out).iterdir()) == ["000000.usdc", "000001.usdc", "manifest.usdc"]
+    assert twinstage.Recording(out).ticks.tolist() == [1, 2, 3, 4, 5]
+
+
+def test_chunk_ticks_must_be_positive(tmp_path):
+    with pytest.raises(ValueError):
+        Recorder(tmp_path / "x.usdc", chunk_ticks=0)

@@ -245,3 +245,50 @@ def test_asset_validator_on_usda_recordings(written, tmp_path):
     others = [ln for ln in errors if "[UsdAsciiPerformanceChecker]" not in ln]
     assert others == [], "\n".join(others[:40])
     assert all(".usda'" in ln for ln in errors)
+
+
+def test_bindings_are_validated(pump_scene):
+    """Telemetry bindings whose target or unit cannot work are validation errors naming the binding."""
+    assert not [f for f in validate(pump_scene, usd_validators=False) if f.code.startswith("TwinBinding")]
+    stage = Usd.Stage.Open(str(pump_scene))
+    layer = stage.GetRootLayer()
+    # hand-edit two existing bindings the way a text editor would: a wrong target and a wrong unit
+    specs = [p for p in layer.GetPrimAtPath("/Testbed/Sensors/PressureSensor").properties if p.name.startswith("twin:binding:")]
+    target = next(p for p in specs if p.name.endswith(":target"))
+    unit = next(p for p in specs if p.name.endswith(":unit"))
+    target.default = "nosuchattribute"
+    layer.Save()
+    found = [f for f in validate(pump_scene, usd_validators=False) if f.code.startswith("TwinBinding")]
+    assert len(found) == 1 and "/Testbed/Sensors/PressureSensor" in found[0].message and "nosuchattribute" in found[0].message, found
+    target.default = "pressure"
+    unit.default = "degC"
+    layer.Save()
+    found = [f for f in validate(pump_scene, usd_validators=False) if f.code == "TwinBindingUnit"]
+    assert len(found) == 1 and "degC" in found[0].message, found
+
+
+def test_schema_on_an_instance_proxy_is_a_schema_error(tmp_path):
+    from twinstage.usd import SchemaError, create_stage, declare_asset, declare_attribute
+
+    stage = create_stage(str(tmp_path / "inst.usda"), root="Plant")
+    proto = stage.DefinePrim("/Plant/Proto", "Xform")
+    stage.DefinePrim("/Plant/Proto/Part", "Xform")
+    inst = stage.DefinePrim("/Plant/Inst", "Xform")
+    inst.GetReferences().AddInternalReference("/Plant/Proto")
+    inst.SetInstanceable(True)
+    part = stage.GetPrimAtPath("/Plant/Inst/Part")
+    assert part.IsInstanceProxy()
+    with pytest.raises(SchemaError, match="instance"):
+        declare_asset(part, kind="x")
+    with pytest.raises(SchemaError, match="instance"):
+        declare_attribute(part, "temperature", "float", 1.0, unit="degC")
+    assert proto
+
+
+def test_binding_is_a_reserved_attribute_name(tmp_path):
+    from twinstage.usd import SchemaError, create_stage, declare_asset, declare_attribute
+
+    stage = create_stage(str(tmp_path / "r.usda"), root="Plant")
+    p = declare_asset(stage.DefinePrim("/Plant/A", "Xform"), kind="x")
+    with pytest.raises(SchemaError, match="reserved"):
+        declare_attribute(p, "binding", "float", 1.0, unit="1")

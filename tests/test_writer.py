@@ -139,13 +139,28 @@ def test_columnar_state_equals_table_every_tick(pump_scene):
     twin.close()
 
 
-def test_live_writer_survives_a_write_per_prim_loop_over_the_whole_pump(pump_scene):
-    """Every declared twin attribute has a live spec resolved once, at start."""
-    twin = twinstage.open(pump_scene)
-    for prim, name, _ in _entries(twin.table):
+def test_live_specs_are_made_on_first_write_with_the_stage_type(pump_scene):
+    """Prims get an ``over`` at start; an attribute spec appears with its first write, typed
+    as on the stage, and an entry that never changes never gets one."""
+    twin = twinstage.open(pump_scene, write_budget_s=None)
+    for prim in twin.table.prims:
+        assert twin.live_layer.GetPrimAtPath(prim) is not None, prim
+    assert all(twin.live_layer.GetAttributeAtPath(_attr_path(p, n)) is None for p, n, _ in _entries(twin.table))
+    twin.set("/Testbed/Valve1", opening=0.4)
+    written = set()
+    for _ in range(5):
+        frame = twin.tick()
+        for name, change in frame.changes.items():
+            written.update((twin.table.prims[int(twin.table.channels[name].prim_index[r])], name) for r in change.rows.tolist())
+    assert ("/Testbed/Valve1", "opening") in written
+    for prim, name, r in _entries(twin.table):
         spec = twin.live_layer.GetAttributeAtPath(_attr_path(prim, name))
-        assert spec is not None, (prim, name)
-        assert spec.typeName == twin.stage.GetPrimAtPath(prim).GetAttribute(f"twin:{name}").GetTypeName()
+        if (prim, name) in written:
+            assert spec is not None and spec.HasDefaultValue(), (prim, name)
+            assert spec.typeName == twin.stage.GetPrimAtPath(prim).GetAttribute(f"twin:{name}").GetTypeName()
+            assert _same(spec.default, twin.table[name][r])
+        else:
+            assert spec is None, (prim, name)
     twin.close()
 
 

@@ -2,7 +2,7 @@
 // animates it from deltas (JSON or binary). Protocol: docs/protocol.md.
 // State for scripts and tests lives in window.twin.
 import * as THREE from './vendor/three.module.js';
-import { decodeBinary, ramp } from './protocol.js';
+import { decodeBinary, formatUnit, ramp } from './protocol.js';
 
 const params = new URLSearchParams(location.search);
 const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
@@ -15,11 +15,20 @@ const twin = window.twin = {
   status: 'connecting', hello: null, role: '', seq: 0, tick: 0, simTime: 0, wallTime: 0,
   snapshots: 0, deltas: 0, gaps: 0, merged: 0, frames: 0,
   values: new Float64Array(0), vec3: new Float64Array(0), quality: new Uint8Array(0), known: new Uint8Array(0),
-  meshes: new Map(), alarms: [], events: [], errors: [], structure: [], replies: new Map(), closeCode: null,
+  meshes: new Map(), alarms: [], events: [], errors: [], structure: [], replies: new Map(), closeCode: null, closeReason: '',
+  reason: '', notice: '',  // why the page is not (fully) connected: '', 'no-token', 'wrong-token', 'read-only', 'forbidden', 'unreachable', 'server-gone', 'closed'
   request, set: (prim, attribute, value, unit = '') => request({ type: 'set', prim, attribute, value, unit }),
   command: (command, steps = 0) => request({ type: 'command', command, steps, scenario: '' }),
-  value, render: () => renderOnce(), pixelStats,
+  value, render: () => renderOnce(), pixelStats, formatUnit,
 };
+
+// ---- why we are not connected: one line a person can act on ---------------------------
+function notify(reason, text) {
+  twin.reason = reason; twin.notice = text;
+  const n = document.getElementById('notice');
+  n.textContent = text; n.className = reason ? `notice ${reason}` : 'notice';
+  n.hidden = !text;
+}
 
 // ---- three.js scene ---------------------------------------------------------------------
 const view = document.getElementById('view');
@@ -160,7 +169,7 @@ function updateTable() {
     const p = twin.meshes.get(tr.dataset.path)?.userData.prim;
     if (!p || p.colorBy < 0 || !twin.known[p.colorBy]) continue;
     const a = attrs[p.colorBy];
-    tr.cells[1].textContent = `${a.attribute} ${fmt(twin.values[p.colorBy])} ${a.unit}`;
+    tr.cells[1].textContent = `${a.attribute} ${fmt(twin.values[p.colorBy])} ${formatUnit(a.unit)}`.trimEnd();
     tr.className = (twin.quality[p.colorBy] & 2 ? 'oor' : '') + (selected === p ? ' sel' : '');
   }
   const at = document.getElementById('attrs');
@@ -172,9 +181,10 @@ function updateTable() {
       const v = value(a.prim, a.attribute);
       tr.insertCell().textContent = v === undefined ? '–' : Array.isArray(v) ? v.map(fmt).join(', ') : typeof v === 'boolean' ? String(v) : fmt(v);
       tr.cells[1].className = 'v';
-      tr.insertCell().textContent = a.unit;
+      tr.insertCell().textContent = formatUnit(a.unit);
     }
   }
+  if (twin.status === 'closed') return;  // the notice says why; keep the last figures out of the way
   document.getElementById('status').textContent =
     `${twin.status} · ${twin.role || 'no role'}${twin.hello.paused ? ' · paused' : ''}\ntick ${twin.tick} · t=${twin.simTime.toFixed(1)} s · seq ${twin.seq}\n` +
     `${twin.snapshots} snapshot(s), ${twin.deltas} deltas, ${twin.gaps} gaps`;
@@ -203,8 +213,13 @@ function onMessage(ev) {
       twin.hello = m; twin.role = m.role;
       if (fresh) buildScene(m);
       const ok = m.role === 'operator' || m.role === 'admin';
-      for (const b of ['pause', 'resume', 'step']) document.getElementById(b).disabled = !ok;
+      for (const b of ['pause', 'resume', 'step', 'setButton']) document.getElementById(b).disabled = !ok;
+      buildSetForm(m);
       if (token && !m.user) break;  // our auth message is still on its way: wait for the hello it answers with
+      retries = 0;
+      if (ok) notify('', '');
+      else notify('read-only', `Connected as ${m.role} (read-only): setting values, pause and step need an operator token — ` +
+                  'open the operator URL twinstage printed.');
       twin.status = 'subscribing';
       request({ type: 'subscribe', prefixes, attributes: [], encoding, maxRate }).catch(e => twin.errors.push(String(e)));
       break;
@@ -214,6 +229,8 @@ function onMessage(ev) {
       const r = twin.replies.get(m.id);
       if (r) { twin.replies.delete(m.id); m.type === 'ack' ? r.resolve(m) : r.reject(new Error(`${m.code}: ${m.message}`)); }
       else if (m.type === 'error') twin.errors.push(m);
+      if (m.type === 'error' && m.code === 'unauthorized') authRefused = true;
+      if (m.type === 'error' && m.code === 'forbidden') notify('forbidden', `Refused: ${m.message}. This page's token has the role ${twin.role}.`);
       if (m.type === 'ack' && (m.of === 'pause' || m.of === 'resume')) twin.hello.paused = m.paused;
       break;
     }
@@ -234,16 +251,83 @@ function onMessage(ev) {
   dirtyTable = true;
 }
 
+// Close codes (docs/protocol.md): 4401 no/wrong token, 1008 policy, 1001 server shutting down; 1006 is
+// all a browser learns of a refused handshake (HTTP 401/403) or a vanished server.
+let retries = 0, authRefused = false;
+const RETRY_S = 3;
+function onClose(ev, opened) {
+  twin.status = 'closed'; twin.closeCode = ev.code; twin.closeReason = ev.reason || '';
+  for (const r of twin.replies.values()) r.reject(new Error(`not connected (close code ${ev.code})`));
+  twin.replies.clear();
+  for (const b of ['pause', 'resume', 'step', 'setButton']) document.getElementById(b).disabled = true;
+  let retry = true;
+  if (ev.code === 4401 || authRefused) {
+    retry = false;
+    if (!token) notify('no-token', 'Not connected: this server needs a token. Open the URL twinstage printed when it started ' +
+                       '(it ends in ?token=…), or add ?token=YOUR-SECRET to this page\'s address.');
+    else notify('wrong-token', 'Not connected: the server refused the token in this page\'s address (wrong, or from an earlier ' +
+                'start — twinstage makes new tokens each time it starts). Use the URL it printed this time.');
+  } else if (ev.code === 1008 || ev.code === 1009) {
+    retry = false;
+    notify('closed', `Disconnected by the server: ${ev.reason || 'policy violation'} (code ${ev.code}). Reload the page to reconnect.`);
+  } else if (!opened && !twin.hello) {
+    notify('unreachable', `Not connected: nothing answers at ${wsUrl} — is twinstage serve (or make demo-live) running? ` +
+           `A page from another site is also refused unless the server allows its origin (--origin). Retrying every ${RETRY_S} s…`);
+  } else {
+    notify('server-gone', `The server is gone: the connection closed (code ${ev.code}${ev.reason ? ', ' + ev.reason : ''}). ` +
+           `Retrying every ${RETRY_S} s…`);
+  }
+  document.getElementById('status').textContent = `not connected (close code ${ev.code})`;
+  if (retry) { retries++; setTimeout(connect, RETRY_S * 1000); }
+}
+
 function connect() {
+  let opened = false;
+  authRefused = false;
   ws = new WebSocket(wsUrl, ['twinstage.v1']);
   ws.binaryType = 'arraybuffer';
   ws.onopen = () => {
+    opened = true;
     twin.status = 'open';
     if (token) ws.send(JSON.stringify({ type: 'auth', token }));  // browsers cannot set headers: first message
+    else document.getElementById('status').textContent = 'connected without a token: waiting to see whether the server lets this page in…';
   };
   ws.onmessage = onMessage;
-  ws.onclose = ev => { twin.status = 'closed'; twin.closeCode = ev.code; document.getElementById('status').textContent = `closed (${ev.code})`; };
+  ws.onclose = ev => onClose(ev, opened);
 }
+
+// ---- set: any input/parameter attribute, with an optional unit ("0.4", "77 degF") ----------
+function buildSetForm(hello) {
+  const sel = document.getElementById('setWhat');
+  const keep = sel.value;
+  sel.innerHTML = '';
+  for (const a of hello.attributes) {
+    if (a.type === 'vec3' || !(a.role === 'input' || a.role === 'parameter')) continue;
+    const o = document.createElement('option');
+    o.value = `${a.prim}|${a.attribute}`;
+    const u = formatUnit(a.unit);
+    o.textContent = `${a.prim.split('/').pop()}.${a.attribute}${u ? ` [${u}]` : ''}`;
+    sel.appendChild(o);
+  }
+  if (keep) sel.value = keep;
+}
+function parseValue(text) {
+  const t = text.trim();
+  if (t === 'true' || t === 'false') return [t === 'true', ''];
+  const m = /^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*)$/.exec(t);
+  if (!m) throw new Error(`not a number: ${JSON.stringify(text)} (e.g. 0.4 or 77 degF)`);
+  return [Number(m[1]), m[2]];
+}
+document.getElementById('setForm').onsubmit = ev => {
+  ev.preventDefault();
+  const out = document.getElementById('setResult');
+  const [prim, attribute] = document.getElementById('setWhat').value.split('|');
+  let value, unit;
+  try { [value, unit] = parseValue(document.getElementById('setValue').value); } catch (e) { out.textContent = String(e.message); return; }
+  out.textContent = '…';
+  twin.set(prim, attribute, value, unit).then(a => { out.textContent = `set at tick ${a.tick}`; },
+                                              e => { out.textContent = String(e.message); twin.errors.push(String(e)); });
+};
 
 for (const b of ['pause', 'resume']) document.getElementById(b).onclick = () => twin.command(b).catch(e => twin.errors.push(String(e)));
 document.getElementById('step').onclick = () => twin.command('step', 1).catch(e => twin.errors.push(String(e)));

@@ -38,3 +38,21 @@ export function ramp(t) {
   }
   return stops[stops.length - 1][1];
 }
+
+// A unit as a person writes it (the hello carries pint spellings): degC → °C, g0 → g, m/s**2 → m/s²,
+// percent → %, a dimensionless '1' → ''. Mirrors twinstage.units.format_unit.
+const UNIT_DISPLAY = {
+  degC: '°C', degF: '°F', degree_Celsius: '°C', degree_Fahrenheit: '°F', delta_degC: 'Δ°C', delta_degF: 'Δ°F', kelvin: 'K',
+  g0: 'g', g_0: 'g', g_n: 'g', gravity: 'g', standard_gravity: 'g', percent: '%', deg: '°', degree: '°', ohm: 'Ω',
+  micrometer: 'µm', um: 'µm', liter: 'L', litre: 'L',
+};
+const SUPERSCRIPT = { 0: '⁰', 1: '¹', 2: '²', 3: '³', 4: '⁴', 5: '⁵', 6: '⁶', 7: '⁷', 8: '⁸', 9: '⁹', '-': '⁻' };
+export function formatUnit(unit) {
+  const text = String(unit ?? '').trim();
+  if (text === '' || text === '1' || text === 'dimensionless') return '';
+  return text.replace(/[A-Za-z_][A-Za-z_0-9]*|(\*\*|\^)\s*-?\d+|\s*\*\s*/g, tok => {
+    if (tok.startsWith('**') || tok.startsWith('^')) return tok.replace(/^(\*\*|\^)\s*/, '').split('').map(c => SUPERSCRIPT[c] ?? c).join('');
+    if (tok.trim() === '*') return '·';
+    return Object.hasOwn(UNIT_DISPLAY, tok) ? UNIT_DISPLAY[tok] : tok;
+  });
+}

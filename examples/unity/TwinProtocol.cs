@@ -61,6 +61,13 @@ namespace TwinStage.Bridge
         public int[] vec3Indices; public double[] vec3Values; public int[] vec3Quality;
     }
 
+    [Serializable] public class ValuesMessage  // "values" (encoding "compact"): no quality column; all values in snapshot order when indices is empty
+    {
+        public string type; public long seq; public long tick; public double simTime; public double wallTime; public int merged;
+        public int[] indices; public double[] values; public int[] vec3Indices; public double[] vec3Values;
+        public int[] flagged; public int[] flaggedQuality;
+    }
+
     [Serializable] public class Ack { public string type; public string id; public string of; public long tick; public long seq; public int count; public bool paused; public string detail; }
     [Serializable] public class ErrorMessage { public string type; public string id; public string of; public string code; public string message; }
     [Serializable] public class Alarm
@@ -151,9 +158,28 @@ namespace TwinStage.Bridge
             else { Deltas++; if (Seq != 0 && seq != Seq + 1) Gaps++; }
         }
 
+        int[] order = new int[0], vec3Order = new int[0];  // the last snapshot's indices: the order of compact "values"
+
+        public void Apply(ValuesMessage v)
+        {
+            Begin(false, v.seq);
+            int[] idx = v.indices.Length > 0 || v.values.Length == 0 ? v.indices : order;
+            int[] vidx = v.vec3Indices.Length > 0 || v.vec3Values.Length == 0 ? v.vec3Indices : vec3Order;
+            for (int k = 0; k < idx.Length; k++) { int i = idx[k]; Values[i] = v.values[k]; Quality[i] = 0; Known[i] = true; }
+            for (int k = 0; k < vidx.Length; k++)
+            {
+                int i = vidx[k];
+                for (int c = 0; c < 3; c++) Vec3[3 * i + c] = v.vec3Values[3 * k + c];
+                Quality[i] = 0; Known[i] = true;
+            }
+            for (int k = 0; k < v.flagged.Length; k++) Quality[v.flagged[k]] = (byte)v.flaggedQuality[k];  // every other entry is good
+            Seq = v.seq; Tick = v.tick; SimTime = v.simTime;
+        }
+
         public void Apply(StateMessage s)
         {
             Begin(s.type == "snapshot", s.seq);
+            if (s.type == "snapshot") { order = s.indices; vec3Order = s.vec3Indices; }
             for (int k = 0; k < s.indices.Length; k++) { int i = s.indices[k]; Values[i] = s.values[k]; Quality[i] = (byte)s.quality[k]; Known[i] = true; }
             for (int k = 0; k < s.vec3Indices.Length; k++)
             {
@@ -183,6 +209,7 @@ namespace TwinStage.Bridge
             var env = TwinJson.Parse<Envelope>(json);
             if (env.type == "hello") OnHello(TwinJson.Parse<Hello>(json));
             else if (env.type == "snapshot" || env.type == "delta") Apply(TwinJson.Parse<StateMessage>(json));
+            else if (env.type == "values") Apply(TwinJson.Parse<ValuesMessage>(json));
             return env.type;
         }
     }

@@ -19,6 +19,7 @@ from ._version import __version__
 _LAZY = {
     "open": ("twinstage.runtime", "open"),
     "Twin": ("twinstage.runtime", "Twin"),
+    "Engine": ("twinstage.runtime", "Engine"),
     "Clock": ("twinstage.runtime", "Clock"),
     "Frame": ("twinstage.state", "Frame"),
     "StateTable": ("twinstage.state", "StateTable"),

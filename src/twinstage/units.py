@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Any, Callable
 
 #: aliases for unit spellings found in telemetry and CAD tools that pint reads otherwise
@@ -84,6 +85,45 @@ def convert(value: float, src: str, dst: str, where: str = "") -> float:
     if isinstance(out, float) and not math.isfinite(out):
         raise UnitError(f"{where}: conversion of {value!r} {src} to {dst} is not finite")
     return out
+
+
+#: unit symbols as a person writes them (pint's spelling → display)
+_DISPLAY = {"degC": "°C", "degF": "°F", "degree_Celsius": "°C", "degree_Fahrenheit": "°F", "delta_degC": "Δ°C", "delta_degF": "Δ°F",
+            "kelvin": "K", "g0": "g", "g_0": "g", "g_n": "g", "gravity": "g", "standard_gravity": "g", "percent": "%",
+            "deg": "°", "degree": "°", "ohm": "Ω", "micrometer": "µm", "um": "µm", "liter": "L", "litre": "L"}
+_DIMENSIONLESS = {"", "1", "dimensionless"}
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_TOKEN = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|\*\*\s*-?\d+|\^\s*-?\d+|\s*\*\s*|.", re.S)
+
+
+@functools.lru_cache(maxsize=512)
+def format_unit(unit: str | None) -> str:
+    """A unit string as a person writes it: ``degC`` → ``°C``, ``g0`` → ``g``, ``m/s**2`` → ``m/s²``,
+    ``percent`` → ``%``; a dimensionless unit (``1``, ``dimensionless``, empty) → ``""``.
+
+    For display only (messages, tables, the browser client): the declared unit string is
+    what is stored and converted; this never changes what a unit means.
+    """
+    if unit is None:
+        return ""
+    text = str(unit).strip()
+    if text in _DIMENSIONLESS:
+        return ""
+    out = []
+    for tok in _TOKEN.findall(text):
+        if tok.startswith("**") or tok.startswith("^"):
+            out.append(tok.lstrip("*^").strip().translate(_SUPERSCRIPT))
+        elif tok.strip() == "*":
+            out.append("·")
+        else:
+            out.append(_DISPLAY.get(tok, tok))
+    return "".join(out)
+
+
+def with_unit(value: Any, unit: str | None) -> str:
+    """``"4.0 °C"``, or just ``"4.0"`` for a dimensionless value."""
+    u = format_unit(unit)
+    return f"{value} {u}" if u else f"{value}"
 
 
 def split_quantity(value: Any) -> tuple[Any, str | None]:

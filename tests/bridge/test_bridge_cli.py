@@ -72,9 +72,12 @@ def test_demo_serves_the_bridge_and_the_browser_client(tmp_path):
     try:
         url = _url(lines, seen)
         port = int(url.rsplit(":", 1)[1].strip("/"))
+        while not (m := re.search(r"viewer \(read-only\).*\?token=(\S+)", seen[-1])):  # the generated viewer token
+            seen.append(lines.get(timeout=60))
+        viewer_token = m.group(1)
 
         async def go():
-            async with Client(url) as c:  # anonymous viewer
+            async with Client(url, token=viewer_token) as c:
                 assert c.hello["role"] == "viewer" and c.hello["scene"] == "pump_testbed.usda"
                 await c.subscribe(prefixes=["/Testbed/Pump"])
                 t = c.tick

@@ -88,6 +88,93 @@ def test_browser_client_builds_the_scene_and_animates_from_deltas(bridge, tmp_pa
         driver.quit()
 
 
+def _demo_live(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    """``twinstage demo --serve 0`` as ``make demo-live`` runs it (until interrupted): the process and what it printed."""
+    import queue
+    import re
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "twinstage", "demo", "--out", str(tmp_path / "demo"), "--serve", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
+    seen = ""
+    while "running until Ctrl-C" not in seen:
+        try:
+            seen += lines.get(timeout=120)
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"demo --serve printed no URL:\n{seen}")
+    urls = dict(re.findall(r"browser client, (operator|viewer) .*?:\s+(http://\S+)", seen))
+    assert set(urls) == {"operator", "viewer"}, seen
+    return proc, urls
+
+
+def test_browser_client_opened_with_the_url_demo_live_prints(tmp_path):
+    """The operator URL shows live values (units as people write them) and sets a value from the page's form;
+    the viewer URL says it is read-only; a wrong or missing token and a vanished server each get their reason."""
+    import signal
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    proc, urls = _demo_live(tmp_path)
+    driver = _chromium()
+    js = driver.execute_script
+    try:
+        driver.get(urls["operator"])
+        assert wait_for(lambda: js("return window.twin && twin.status") == "live" and js("return twin.deltas") >= 3, 30), js(
+            "return window.twin && [twin.status, twin.reason, twin.notice, twin.closeCode]")
+        assert js("return twin.role") == "operator" and js("return twin.reason") == ""
+        assert not driver.find_element(By.ID, "notice").is_displayed()
+        assert js("return twin.value('/Testbed/Pump', 'flowRate')") > 0
+        # units in the page as a person writes them
+        driver.find_element(By.CSS_SELECTOR, "tr[data-path='/Testbed/Pump']").click()
+        assert wait_for(lambda: "vibration1" in driver.find_element(By.ID, "attrs").text, 10)
+        rows = dict(js("return [...document.querySelectorAll('#attrs tr')].map(r => [r.cells[0].textContent, r.cells[2].textContent])"))
+        assert rows["vibration1"] == "g" and rows["motorTemperature"] == "°C" and rows["flowRate"] == "L/min", rows
+        from twinstage.units import format_unit
+
+        units = ["1", "g0", "degC", "degF", "L/min", "m/s**2", "kg*m**2", "percent", "K/W", "bar", "m**-1", ""]
+        assert js("return arguments[0].map(twin.formatUnit)", units) == [format_unit(u) for u in units]
+        # a set from the page's form, with a unit
+        Select(driver.find_element(By.ID, "setWhat")).select_by_value("/Testbed/Valve1|opening")
+        driver.find_element(By.ID, "setValue").send_keys("25 percent")
+        driver.find_element(By.ID, "setButton").click()
+        assert wait_for(lambda: js("return twin.value('/Testbed/Valve1', 'opening')") == 0.25, 20), js("return twin.errors.map(String)")
+        assert "set at tick" in driver.find_element(By.ID, "setResult").text
+        driver.find_element(By.ID, "setValue").clear()
+        driver.find_element(By.ID, "setValue").send_keys("7")  # outside the limits: the server's reason is shown
+        driver.find_element(By.ID, "setButton").click()
+        assert wait_for(lambda: "outside its limits [0.0, 1.0]" in driver.find_element(By.ID, "setResult").text, 20), \
+            driver.find_element(By.ID, "setResult").text
+        # the viewer URL: live, read-only, and says so
+        driver.get(urls["viewer"])
+        assert wait_for(lambda: js("return window.twin && twin.status") == "live", 30)
+        assert js("return twin.role") == "viewer" and js("return twin.reason") == "read-only"
+        assert "read-only" in driver.find_element(By.ID, "notice").text and not driver.find_element(By.ID, "setButton").is_enabled()
+        # a wrong token, no token: why not connected
+        base = urls["operator"].split("?")[0]
+        driver.get(base + "?token=not-the-right-secret")
+        assert wait_for(lambda: js("return window.twin && twin.reason") == "wrong-token", 20), js("return [twin.status, twin.reason, twin.closeCode]")
+        assert "refused the token" in driver.find_element(By.ID, "notice").text and js("return twin.closeCode") == 4401
+        driver.get(base)
+        assert wait_for(lambda: js("return window.twin && twin.reason") == "no-token", 20), js("return [twin.status, twin.reason, twin.closeCode]")
+        assert "needs a token" in driver.find_element(By.ID, "notice").text
+        # the server gone
+        driver.get(urls["operator"])
+        assert wait_for(lambda: js("return window.twin && twin.status") == "live", 30)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops, finishes its files and exits
+        assert proc.wait(60) == 0
+        assert wait_for(lambda: js("return twin.reason") == "server-gone", 20), js("return [twin.status, twin.reason, twin.closeCode]")
+        assert "server is gone" in driver.find_element(By.ID, "notice").text
+    finally:
+        driver.quit()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 # -- Unity / Mono ------------------------------------------------------------------------------
 
 def test_unity_protocol_code_under_mono(bridge, tmp_path):
@@ -110,6 +197,7 @@ def test_unity_protocol_code_under_mono(bridge, tmp_path):
     assert any(ln.startswith("OK hello role=operator attributes=21 prims=12") for ln in lines)
     assert '"value":0,' in next(ln for ln in lines if ln.startswith("SENT "))  # JsonUtility writes 0.0 as 0
     assert "OK set /Testbed/Valve1.opening=0" in lines and "OK error code=not_found" in lines
+    assert "OK default encoding" in lines and any(ln.startswith("OK compact seq=") for ln in lines)
     assert b.twin.get("/Testbed/Valve1", "opening") == 0.0
 
 

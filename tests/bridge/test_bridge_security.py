@@ -164,7 +164,8 @@ def test_bad_messages_get_clear_errors_and_the_connection_lives(bridge):
             await err('{"type": "set", "id": "n", "prim": "/Testbed/Valve1", "attribute": "opening", "value": 1e999}', "bad_json")
             await err("[1, 2, 3]", "bad_message")
             await err('{"type": "launch", "id": "x"}', "unknown_type")
-            await err('{"no": "type"}', "unknown_type")
+            m = await err('{"no": "type", "id": "t1"}', "bad_message")  # names the missing field, keeps the id
+            assert "'type'" in m["message"] and m["of"] == "" and m["id"] == "t1"
             await ws.send(b"\x00\x01binary")
             assert (await recv_json(ws, lambda m: m["type"] == "error"))["code"] == "binary_not_accepted"
 

@@ -301,12 +301,12 @@ def test_merged_delta_carries_the_latest_values(bridge):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, lambda: (twin.set("/Testbed/Valve1", opening=0.9), twin.tick()))
             await c.wait_until(lambda c: c.get("/Testbed/Valve1", "opening") == 0.9)
-            server._loop.call_soon_threadsafe(setattr, session.ws, "send", held_send)
+            server.loop.call_soon_threadsafe(setattr, session.ws, "send", held_send)
             before = c.seq
             for v in (0.1, 0.2, 0.3):
                 await loop.run_in_executor(None, lambda v=v: (twin.set("/Testbed/Valve1", opening=v), twin.set("/Testbed/Tank", level=v), twin.tick()))
             await asyncio.sleep(0.2)
-            server._loop.call_soon_threadsafe(gate.set)
+            server.loop.call_soon_threadsafe(gate.set)
             await c.wait_until(lambda c: c.get("/Testbed/Valve1", "opening") == 0.3 and c.get("/Testbed/Tank", "level") == 0.3)
             assert c.seq == server.seq and c.seq - before == 3
             assert c.merged >= 1  # the first held frame went out alone, the other two merged

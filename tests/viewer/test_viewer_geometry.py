@@ -7,12 +7,12 @@ import pytest
 from _scenes import bad_stage, usd_wg_files
 from pxr import Gf, Sdf, Usd, UsdGeom, Vt
 
-from twinstage.viewer import _tessellate as tess
-from twinstage.viewer._usdscene import extract
+from twinstage.geometry import _mesh, _shapes
+from twinstage.geometry import extract
 
 
 def test_fan_triangulation_of_ngons():
-    corners, face = tess.triangulate(np.array([3, 4, 5, 2, 0]))
+    corners, face = _mesh.triangulate(np.array([3, 4, 5, 2, 0]))
     assert len(corners) == 1 + 2 + 3
     assert face.tolist() == [0, 1, 1, 2, 2, 2]
     assert corners[1].tolist() == [3, 4, 5] and corners[2].tolist() == [3, 5, 6]
@@ -20,18 +20,18 @@ def test_fan_triangulation_of_ngons():
 
 
 @pytest.mark.parametrize("make, lo, hi", [
-    (lambda: tess.cube(3.0, (1, 0, 0)), (-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)),
-    (lambda: tess.sphere(2.0, (1, 0, 0), 16), (-2, -2, -2), (2, 2, 2)),
-    (lambda: tess.cylinder(1.0, 4.0, "X", (1, 0, 0), 16), (-2, -1, -1), (2, 1, 1)),
-    (lambda: tess.cone(1.0, 2.0, "Y", (1, 0, 0), 16), (-1, -1, -1), (1, 1, 1)),
-    (lambda: tess.capsule(0.5, 1.0, "Z", (1, 0, 0), 16), (-0.5, -0.5, -1.0), (0.5, 0.5, 1.0)),
-    (lambda: tess.plane(2.0, 4.0, "Z", (1, 0, 0)), (-1, -2, 0), (1, 2, 0)),
+    (lambda: _shapes.cube(3.0, (1, 0, 0)), (-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)),
+    (lambda: _shapes.sphere(2.0, (1, 0, 0), 16), (-2, -2, -2), (2, 2, 2)),
+    (lambda: _shapes.cylinder(1.0, 4.0, "X", (1, 0, 0), 16), (-2, -1, -1), (2, 1, 1)),
+    (lambda: _shapes.cone(1.0, 2.0, "Y", (1, 0, 0), 16), (-1, -1, -1), (1, 1, 1)),
+    (lambda: _shapes.capsule(0.5, 1.0, "Z", (1, 0, 0), 16), (-0.5, -0.5, -1.0), (0.5, 0.5, 1.0)),
+    (lambda: _shapes.plane(2.0, 4.0, "Z", (1, 0, 0)), (-1, -2, 0), (1, 2, 0)),
 ])
 def test_shapes_have_usd_dimensions_and_outward_normals(make, lo, hi):
     m = make()
     np.testing.assert_allclose(m.bounds(), [lo, hi], atol=1e-6)
     assert np.allclose(np.linalg.norm(m.normals, axis=1), 1.0, atol=1e-5)
-    fn = tess.face_normals(m.positions, m.triangles)
+    fn = _mesh.face_normals(m.positions, m.triangles)
     big = np.linalg.norm(fn, axis=1) > 1e-9
     agree = (fn[big] * m.normals[m.triangles[big, 0]]).sum(axis=1) > 0
     assert agree.mean() > 0.99  # winding matches the normals (front faces point out)

@@ -4,7 +4,7 @@ selection, transforms, playback, remote, the usd-wg files, bad input, large scen
 from __future__ import annotations
 
 import os
-import shutil
+import sys
 import subprocess
 import threading
 
@@ -303,8 +303,8 @@ def test_huge_coordinates_keep_precision():
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    exe = shutil.which("twinstage") or pytest.fail("the twinstage console script is not installed")
-    return subprocess.run([exe, *args], capture_output=True, text=True,
+    # the interpreter the tests run under, never a twinstage found on PATH
+    return subprocess.run([sys.executable, "-m", "twinstage", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def test_demo_view_opens_a_window_where_a_display_exists(tmp_path):
     out = tmp_path / "demo"
     script = (f'(timeout 60 xdotool search --sync --name "twinstage demo" >/dev/null; sleep 3; '
               f'xdotool search --name "twinstage demo" key q) & '
-              f'{shutil.which("twinstage")} demo --out {out} --ticks 600 --view')
+              f'{shlex.quote(sys.executable)} -m twinstage demo --out {shlex.quote(str(out))} --ticks 600 --view')
     env = {**os.environ, "PYGLFW_LIBRARY_VARIANT": "x11"}
     env.pop("DISPLAY", None)
     r = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "sh", "-c", script], capture_output=True, text=True,

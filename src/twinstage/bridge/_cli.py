@@ -15,32 +15,99 @@ def browser_client_dir() -> Path | None:
     return d if (d / "index.html").is_file() else None
 
 
-def make_server(args: argparse.Namespace) -> Any:
-    from ._auth import Token
-    from ._server import Server
+#: what a ``--token`` must look like (in its error message and docs/protocol.md)
+TOKEN_RULES = ("a token is NAME:ROLE:SECRET — NAME of letters, digits and _.@-; ROLE viewer, operator or admin; "
+               "SECRET at least 8 characters (python -c 'import secrets; print(secrets.token_urlsafe())' makes a good one). "
+               "Without --token/--tokens, an operator and a viewer token are generated and printed")
 
-    tokens = [Token.parse(t) for t in (args.token or [])]
+
+def generated_tokens() -> list[Any]:
+    """An operator and a viewer token with fresh random secrets, for a server started without any."""
+    import secrets
+
+    from twinstage.bridge import Token
+
+    return [Token("operator", "operator", secrets.token_urlsafe(16)), Token("viewer", "viewer", secrets.token_urlsafe(16))]
+
+
+def make_server(args: argparse.Namespace) -> Any:
+    from twinstage.bridge import AuthError, Server, Token
+
+    tokens = []
+    for spec in args.token or []:
+        try:
+            tokens.append(Token.parse(spec))
+        except AuthError as exc:
+            raise AuthError(f"--token: {exc}. Rules: {TOKEN_RULES}") from None
+    generated = [] if tokens or args.tokens else generated_tokens()
     anonymous = "default" if args.anonymous is None else (None if args.anonymous == "none" else args.anonymous)
     http = args.http
     if http == "auto":
         http = browser_client_dir()
-    return Server(args.host, args.port, tokens=tokens, tokens_file=args.tokens, anonymous=anonymous, origins=args.origin or [], http_dir=http)
+    server = Server(args.host, args.port, tokens=tokens + generated, tokens_file=args.tokens, anonymous=anonymous, origins=args.origin or [],
+                    http_dir=http)
+    server.generated_tokens = generated
+    return server
 
 
-def describe(server: Any) -> str:
+def example_input(twin: Any) -> tuple[str, str, Any] | None:
+    """A (prim, attribute, current value) an operator may set: the first scalar ``input`` attribute of the twin."""
+    table = twin.table
+    for ch in table.channels.values():
+        if ch.type in ("float", "int", "bool"):
+            for row, role in enumerate(ch.role):
+                if role == "input":
+                    prim = table.prims[int(ch.prim_index[row])]
+                    return prim, ch.name, table.get(prim, ch.name)
+    return None
+
+
+def python_snippet(url: str, token: str, example: tuple[str, str, Any] | None) -> str:
+    """The client code ``serve``/``demo --serve`` print; it runs as printed (the README shows the same)."""
+    if example is None:
+        prim, attr, value = "/", "", None
+        act = ""
+    else:
+        prim, attr, value = example
+        act = f'        await c.set("{prim}", "{attr}", {value!r})   # acked once the twin accepted it\n'
+    show = f'c.get("{prim}", "{attr}"), ' if example else ""
+    return f"""import asyncio
+from twinstage.bridge import Client
+
+async def main():
+    async with Client("{url}", token="{token}") as c:   # the operator token
+        await c.subscribe(prefixes=["{prim.rsplit("/", 1)[0] or "/"}"])
+{act}        await asyncio.sleep(1.0)
+        print(c.tick, {show}len(c.values()), "values")
+
+asyncio.run(main())"""
+
+
+def describe(server: Any, example: tuple[str, str, Any] | None = None, until_interrupted: bool = True) -> str:
+    """What a user needs to connect: the URLs (with the generated tokens) and a Python snippet that works as printed."""
     auth = server.auth
     who = ", ".join(f"{t.name} ({t.role})" for t in auth.tokens) or "none"
     anon = auth.anonymous or "refused"
     lines = [f"  bridge {server.url}  session {server.session}", f"  tokens: {who}; without a token: {anon}"]
+    generated = {t.role: t for t in getattr(server, "generated_tokens", [])}
+    page = f"http://{server.host}:{server.port}/"
     if server.http_dir is not None:
-        lines.append(f"  browser client: http://{server.host}:{server.port}/ (add ?token=SECRET for a token)")
+        if generated:
+            lines.append(f"  browser client, operator (may set values, pause, step): {page}?token={generated['operator'].secret}")
+            lines.append(f"  browser client, viewer (read-only):                     {page}?token={generated['viewer'].secret}")
+        else:
+            lines.append(f"  browser client: {page}?token=YOUR-SECRET (a secret you gave with --token/--tokens)")
+    if "operator" in generated:
+        lines += ["  from Python, while this twin runs:", "", python_snippet(server.url, generated["operator"].secret, example), ""]
+    if until_interrupted:
+        lines.append("  running until Ctrl-C")
     return "\n".join(lines)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import twinstage
 
-    from ._auth import AuthError
+    from twinstage.bridge import AuthError
 
     try:
         server = make_server(args)
@@ -55,7 +122,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"twinstage serve: error: {exc}", file=sys.stderr)
         return 2
     print(f"twinstage serve: {args.scene} — {len(twin.table.prims)} twin prims, {twin.table.n_entries} values at {args.rate:g} Hz")
-    print(describe(server), flush=True)
+    print(describe(server, example_input(twin), until_interrupted=args.duration is None), flush=True)
 
     def _stop(*_: Any) -> None:
         twin.stop()
@@ -71,5 +138,8 @@ def run_serve(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     st = twin.stats()
-    print(f"twinstage serve: stopped after {st['tick']} ticks; {server.stats().get('connections', 0)} connections served", flush=True)
+    from twinstage.cli import plural
+
+    print(f"twinstage serve: stopped after {plural(st['tick'], 'tick')}; {plural(server.stats().get('connections', 0), 'connection')} served",
+          flush=True)
     return 0

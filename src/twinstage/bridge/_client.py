@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 import numpy as np
 
 from . import _binary
-from ._auth import redacting_logger
+from .infra.auth import redacting_logger
 from ._messages import SUBPROTOCOL
 
 
@@ -37,10 +37,12 @@ class BridgeError(Exception):
 
 class Client:
     """A bridge client. ``send_token``: "header" (Authorization: Bearer), "query"
-    (``?token=``) or "message" (an ``auth`` first message, as browsers do)."""
+    (``?token=``) or "message" (an ``auth`` first message, as browsers do). ``hello``:
+    "compact" asks for the compact hello (``?hello=compact``; expanded on arrival, so
+    ``c.hello`` and ``c.attributes`` look the same)."""
 
     def __init__(self, url: str, *, token: str | None = None, send_token: str = "header", origin: str | None = None,
-                 max_size: int | None = 256 * 1024 * 1024, open_timeout: float = 10.0):
+                 max_size: int | None = 256 * 1024 * 1024, open_timeout: float = 10.0, hello: str = "rows"):
         if send_token not in ("header", "query", "message"):
             raise ValueError("send_token must be 'header', 'query' or 'message'")
         self.url = url
@@ -49,6 +51,9 @@ class Client:
         self.origin = origin
         self.max_size = max_size
         self.open_timeout = open_timeout
+        if hello not in ("rows", "compact"):
+            raise ValueError("hello must be 'rows' or 'compact'")
+        self.hello_layout = hello
         self.ws: Any = None
         self.hello: dict[str, Any] = {}
         self.attributes: list[dict[str, Any]] = []
@@ -57,6 +62,7 @@ class Client:
         self._vec3 = np.zeros((0, 3))
         self._quality = np.zeros(0, dtype=np.uint8)
         self._known = np.zeros(0, dtype=bool)
+        self._order: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         self.seq = 0
         self.tick = 0
         self.sim_time = 0.0
@@ -84,6 +90,9 @@ class Client:
         from websockets.asyncio.client import connect
 
         url = self.url
+        if self.hello_layout == "compact":  # the attribute table once per channel: ~20x smaller for big scenes
+            parts = urlsplit(url)
+            url = urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query) + [("hello", "compact")])))
         headers = {}
         if self.token and self.send_token == "header":
             headers["Authorization"] = f"Bearer {self.token}"
@@ -152,6 +161,8 @@ class Client:
         assert self._state_cond is not None
         before = self.snapshots + self.deltas
         ack = await self.request(msg, timeout)
+        if ack.get("detail") == "current":  # a resume with nothing new: no state message follows
+            return ack
         await self.wait_until(lambda c: c.snapshots + c.deltas > before and c.seq >= ack["seq"], timeout)
         return ack
 
@@ -248,6 +259,8 @@ class Client:
         t = msg.get("type")
         if t in ("snapshot", "delta"):
             self._apply_json(msg)
+        elif t == "values":
+            self._apply_values(msg)
         elif t in ("ack", "error"):
             fut = self._replies.get(msg.get("id") or "")
             if fut is not None and not fut.done():
@@ -265,6 +278,10 @@ class Client:
         await self._notify(t or "")
 
     def _on_hello(self, msg: dict[str, Any]) -> None:
+        if msg.get("layout") == "compact":  # expanded here once: c.hello looks the same either way
+            from ._compact import expand_hello
+
+            msg = {**msg, **dict(zip(("attributes", "prims"), expand_hello(msg)))}
         same = self.hello.get("session") == msg.get("session") and len(self.attributes) == len(msg["attributes"])
         self.hello = msg
         self.attributes = msg["attributes"]
@@ -284,6 +301,7 @@ class Client:
         if kind == "snapshot":
             self._known[:] = False
             self.snapshots += 1
+            self._order = (np.asarray(idx, dtype=np.int64), np.asarray(vidx, dtype=np.int64))  # the order of compact "values" messages
         else:
             self.deltas += 1
             if self.seq and seq != self.seq + 1:
@@ -303,6 +321,17 @@ class Client:
     def _apply_json(self, m: dict[str, Any]) -> None:
         self._apply(m["type"], m["seq"], m["tick"], m["simTime"], m["wallTime"], m.get("merged", 1), m["indices"], m["values"], m["quality"],
                     m["vec3Indices"], m["vec3Values"], m["vec3Quality"])
+
+    def _apply_values(self, m: dict[str, Any]) -> None:
+        """A compact ``values`` message: every subscribed value in the last snapshot's order, or the listed ones."""
+        idx, vidx = self._order
+        if m["indices"] or not m["values"]:
+            idx = np.asarray(m["indices"], dtype=np.int64)
+        if m["vec3Indices"] or not m["vec3Values"]:
+            vidx = np.asarray(m["vec3Indices"], dtype=np.int64)
+        q = np.zeros(len(self._quality), dtype=np.uint8)
+        q[np.asarray(m["flagged"], dtype=np.int64)] = m["flaggedQuality"]
+        self._apply("delta", m["seq"], m["tick"], m["simTime"], m["wallTime"], m["merged"], idx, m["values"], q[idx], vidx, m["vec3Values"], q[vidx])
 
     def _apply_binary(self, f: _binary.BinaryFrame) -> None:
         self._apply(f.kind, f.seq, f.tick, f.sim_time, f.wall_time, f.merged, f.indices, f.values, f.quality, f.vec3_indices, f.vec3_values,

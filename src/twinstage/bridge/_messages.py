@@ -25,8 +25,8 @@ FOXGLOVE_SUBPROTOCOL = "foxglove.websocket.v1"
 #: a limit of +-this value means "unbounded" (JSON has no infinity; JsonUtility has no null doubles)
 UNBOUNDED = 1.7976931348623157e308
 
-ROLES = ("viewer", "operator", "admin")
-ENCODINGS = ("json", "binary")
+ROLES = ("viewer", "operator", "admin", "ingest")
+ENCODINGS = ("json", "binary", "compact")
 COMMANDS = ("ping", "pause", "resume", "step", "scenario", "clients")
 ERROR_CODES = (
     "bad_json",  # not valid JSON (or NaN/Infinity literals)
@@ -50,6 +50,11 @@ def _finite_number(v: Any) -> Any:
     if not math.isfinite(v):
         raise ValueError(f"expected a finite number, got {v!r}")
     return float(v)
+
+
+def _encoding(v: Any) -> Any:
+    """JsonUtility writes "" for a string left unset: it means the default, json."""
+    return "json" if v == "" else v
 
 
 def _int(v: Any) -> Any:
@@ -116,6 +121,54 @@ class PrimInfo(_Base):
     attributes: list[int] = Field(default_factory=list, description="indices of this prim's attributes")
 
 
+class Categories(_Base):
+    """A string column: the distinct ``values`` and each row's ``index`` into them ([] = every row is values[0])."""
+
+    values: list[str]
+    index: list[int] = Field(default_factory=list)
+
+
+class Triples(_Base):
+    """A vector column: distinct [x, y, z] triples (flattened) and each row's index ([] = every row is the first)."""
+
+    values: list[float]
+    index: list[int] = Field(default_factory=list)
+
+
+class ChannelInfo(_Base):
+    """Compact hello: one channel's rows of the attribute table (entry index = offset + row)."""
+
+    name: str
+    kind: Literal["float", "int", "bool", "vec3"] = Field(alias="type")
+    unit: str
+    offset: int = Field(description="flat index of row 0")
+    count: int
+    prim_start: int = Field(description="when prims is []: row r belongs to asset primStart + r")
+    prims: list[int] = Field(description="asset index per row, or [] (contiguous from primStart)")
+    min: list[float] = Field(description="one per row, or one for all rows")
+    max: list[float] = Field(description="one per row, or one for all rows")
+    role: Categories
+    drives: Categories
+    description: Categories
+
+
+class AssetTable(_Base):
+    """Compact hello: the assets as columns (asset i = the i-th prim record of the rows layout)."""
+
+    count: int = 0
+    parents: list[str] = Field(default_factory=list, description="distinct parent paths")
+    parent: list[int] = Field(default_factory=list, description="per asset: index into parents; path = parent + '/' + name")
+    names: list[str] = Field(default_factory=list)
+    kinds: Categories = Field(default_factory=lambda: Categories(values=[""]))
+    asset_ids: Categories = Field(default_factory=lambda: Categories(values=[""]))
+    models: Categories = Field(default_factory=lambda: Categories(values=[""]))
+    position: list[float] = Field(default_factory=list, description="3 numbers per asset")
+    origin: Triples = Field(default_factory=lambda: Triples(values=[0.0, 0.0, 0.0]))
+    center: Triples = Field(default_factory=lambda: Triples(values=[0.0, 0.0, 0.0]))
+    size: Triples = Field(default_factory=lambda: Triples(values=[0.0, 0.0, 0.0]))
+    color_by: list[int] = Field(default_factory=list)
+
+
 class Limits(_Base):
     max_message_bytes: int = Field(description="larger client messages close the connection with 1009")
     commands_per_second: float = Field(description="sustained rate of set/command/subscribe per connection")
@@ -164,6 +217,10 @@ class Hello(_Base):
     prims: list[PrimInfo] = Field(description="the twin assets")
     added: list[PrimInfo] = Field(default_factory=list, description="prims added to the stage since the server started")
     removed: list[str] = Field(default_factory=list, description="prims removed from the stage since the server started")
+    layout: Literal["rows", "compact"] = Field("rows", description="compact (asked for with ?hello=compact): attributes and prims are [], "
+                                                                   "channels and assets hold the same information as columns")
+    channels: list[ChannelInfo] = Field(default_factory=list)
+    assets: AssetTable = Field(default_factory=AssetTable)
 
 
 class _State(_Base):
@@ -196,6 +253,30 @@ class Delta(_State):
 
     type: Literal["delta"] = "delta"
     merged: int = Field(description="number of frames merged into this delta")
+
+
+class Values(_Base):
+    """Compact JSON state (encoding ``compact``); quality only where it is not 0 (good).
+
+    When at least half of the subscribed entries changed, ``indices``/``vec3Indices`` are empty and
+    ``values``/``vec3Values`` hold every subscribed entry in the order of the last snapshot's
+    ``indices``/``vec3Indices`` (``state[snapshot.indices[i]] = values[i]``). Otherwise they hold the
+    changed entries only, aligned with ``indices``/``vec3Indices`` as in a delta. Like a delta it
+    stands for ``merged`` frames (latest values win).
+    """
+
+    type: Literal["values"] = "values"
+    seq: int
+    tick: int
+    sim_time: float
+    wall_time: float
+    merged: int = Field(description="number of frames merged into this message")
+    indices: list[int] = Field(description="[] = values holds every subscribed scalar in the last snapshot's order; else their indices")
+    values: list[float] = Field(description="scalar values (bool as 0/1)")
+    vec3_indices: list[int] = Field(description="[] = vec3Values holds every subscribed vec3 in the last snapshot's order; else their indices")
+    vec3_values: list[float] = Field(description="vec3 values, 3 numbers each, flattened")
+    flagged: list[int] = Field(description="flat indices of entries whose quality is not 0 (good); every other entry is good")
+    flagged_quality: list[int] = Field(description="their quality bits, aligned with flagged")
 
 
 class Structure(_Base):
@@ -280,8 +361,9 @@ class Subscribe(_Base):
     id: str = ""
     prefixes: list[str] = Field(default_factory=list, description="prim path prefixes (/Testbed/Pump matches it and its descendants); [] = all")
     attributes: list[str] = Field(default_factory=list, description="attribute names; [] = all")
-    encoding: Literal["json", "binary"] = "json"
-    max_rate: Number = Field(0.0, description="at most this many state messages per second (merged, latest wins); 0 = every tick")
+    encoding: Annotated[Literal["json", "binary", "compact", ""], BeforeValidator(_encoding)] = Field(
+        "json", description="json (indexed deltas), compact (JSON 'values' messages in the snapshot's order) or binary; '' = json")
+    max_rate: Number = Field(0.0, ge=0, description="at most this many state messages per second (merged, latest wins); 0 = every tick")
 
 
 class Resume(Subscribe):
@@ -289,7 +371,7 @@ class Resume(Subscribe):
 
     type: Literal["resume"] = "resume"  # type: ignore[assignment]
     session: str = Field(description="the session id of the hello the client last saw")
-    last_seq: Int = Field(description="the seq of the last snapshot/delta the client applied")
+    last_seq: Int = Field(ge=0, description="the seq of the last snapshot/delta the client applied")
 
 
 class Set(_Base):
@@ -313,7 +395,24 @@ class Command(_Base):
     scenario: str = Field("", description="scenario: the name of a scenario registered with the server")
 
 
-ServerMessage = Annotated[Union[Hello, Snapshot, Delta, Structure, Alarm, Event, Error, Ack], Field(discriminator="type")]
-ClientMessage = Annotated[Union[Auth, Subscribe, Resume, Set, Command], Field(discriminator="type")]
-CLIENT_TYPES = {"auth": Auth, "subscribe": Subscribe, "resume": Resume, "set": Set, "command": Command}
-SERVER_TYPES = {"hello": Hello, "snapshot": Snapshot, "delta": Delta, "structure": Structure, "alarm": Alarm, "event": Event, "error": Error, "ack": Ack}
+class IngestSample(_Base):
+    """One telemetry sample pushed by a client."""
+
+    key: str = Field(min_length=1, max_length=256, description="the ingest key a Binding(kind='ingest', key=...) maps to a twin attribute")
+    value: Number = Field(description="finite number in the binding's unit")
+    time: Number = Field(0.0, ge=0, description="event time, UNIX seconds; 0 = when the server received it")
+    quality: Int = Field(0, ge=0, le=255, description="quality bits (0 good, 1 stale, 4 estimated, 16 bad, 32 uncertain)")
+
+
+class Ingest(_Base):
+    """Push telemetry into the twin (role ``ingest`` or ``admin``): the whole batch is accepted or none of it."""
+
+    type: Literal["ingest"] = "ingest"
+    id: str = Field(min_length=1, max_length=128)
+    samples: list[IngestSample] = Field(max_length=10_000, description="at most 10000 samples (and maxMessageBytes)")
+
+
+ServerMessage = Annotated[Union[Hello, Snapshot, Delta, Values, Structure, Alarm, Event, Error, Ack], Field(discriminator="type")]
+ClientMessage = Annotated[Union[Auth, Subscribe, Resume, Set, Command, Ingest], Field(discriminator="type")]
+CLIENT_TYPES = {"auth": Auth, "subscribe": Subscribe, "resume": Resume, "set": Set, "command": Command, "ingest": Ingest}
+SERVER_TYPES = {"hello": Hello, "snapshot": Snapshot, "delta": Delta, "values": Values, "structure": Structure, "alarm": Alarm, "event": Event, "error": Error, "ack": Ack}

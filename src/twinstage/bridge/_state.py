@@ -9,35 +9,14 @@ reading the table while the twin writes it.
 from __future__ import annotations
 
 import collections
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from . import _binary
+from ._jsonio import dumps
 from ._messages import UNBOUNDED
-
-try:  # optional: ~30x faster JSON for big deltas; the stdlib path gives the same messages
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON text (numpy arrays allowed)."""
-    if _orjson is not None:
-        return _orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY).decode()
-    return json.dumps(obj, separators=(",", ":"), default=_default)
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"cannot encode {type(o).__name__}")
-
 
 def _limit(v: float) -> float:
     return float(np.clip(v, -UNBOUNDED, UNBOUNDED))
@@ -195,9 +174,20 @@ def gather(mirror: Mirror, items: Iterable[tuple[str, np.ndarray, np.ndarray | N
     )
 
 
+def encode_values(parts: Parts, seq: int, tick: int, sim_time: float, wall_time: float, merged: int, *, full: bool) -> str:
+    """A compact ``values`` message, quality only where not 0: ``full`` = every subscribed value in
+    snapshot order (no indices), else the entries in ``parts`` with their indices."""
+    q = np.concatenate([parts.quality, parts.vec3_quality])
+    bad = np.flatnonzero(q)
+    flagged = np.concatenate([parts.indices, parts.vec3_indices])[bad]
+    return dumps({"type": "values", "seq": seq, "tick": tick, "simTime": sim_time, "wallTime": wall_time, "merged": int(merged),
+                  "indices": _EMPTY_I if full else parts.indices, "values": parts.values, "vec3Indices": _EMPTY_I if full else parts.vec3_indices,
+                  "vec3Values": parts.vec3_values.reshape(-1), "flagged": flagged, "flaggedQuality": q[bad]})
+
+
 def encode_state(kind: str, encoding: str, parts: Parts, seq: int, tick: int, sim_time: float, wall_time: float, *, merged: int = 1,
                  reason: str = "subscribe") -> bytes | str:
-    """A snapshot or delta as JSON text or a binary frame."""
+    """A snapshot or delta as JSON text or a binary frame (``compact`` snapshots are plain JSON snapshots)."""
     if encoding == "binary":
         return _binary.encode(_binary.DELTA if kind == "delta" else _binary.SNAPSHOT, seq, tick, sim_time, wall_time, parts.indices, parts.values,
                               parts.quality, parts.vec3_indices, parts.vec3_values, parts.vec3_quality, merged=merged, reason=reason)

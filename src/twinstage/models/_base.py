@@ -28,6 +28,11 @@ class Model(Protocol):
     writing into ``table[channel]`` in place. ``rng`` is the model's own
     generator, seeded from the run's seed and the model name, so runs repeat
     bit for bit.
+
+    Optional: ``fed(mask)`` is called when telemetry sources are added or removed,
+    with a bool mask per channel of the rows a source feeds; a model that writes
+    such rows should skip them (the engine restores fed rows after every step
+    anyway, so measured and simulated values never fight).
     """
 
     name: ClassVar[str]

@@ -178,7 +178,9 @@ class SensorModel:
     the attribute it observes (``</Testbed/Pump.twin:pressure>``). Each tick the
     reading follows the source, converted between the two units (checked with
     pint at bind: incompatible units are an error). Telemetry binds to the same
-    reading, so measured and simulated values sit side by side.
+    reading: a reading fed by a source (:meth:`fed`) is measured and this model
+    leaves it alone, so measured (sensor) and simulated (observed attribute)
+    values sit side by side.
     """
 
     name: ClassVar[str] = "sensor"
@@ -209,6 +211,19 @@ class SensorModel:
             except UnitError as exc:  # ModelError names the prim: the first sensor of this (reading, source) pair
                 raise ModelError(f"{first}: sensor twin:{dst} reading twin:{src}: {exc}") from None
             self.groups.append((dst, src, np.array(drows), np.array(srows), conv))
+        self._all_groups = list(self.groups)
+
+    def fed(self, fed: dict[str, np.ndarray]) -> None:
+        """Readings fed by telemetry (a bool mask per channel) are measured, not simulated: skip them."""
+        groups = []
+        for dst, src, drows, srows, conv in self._all_groups:
+            mask = fed.get(dst)
+            if mask is not None:
+                keep = ~mask[drows]
+                drows, srows = drows[keep], srows[keep]
+            if len(drows):
+                groups.append((dst, src, drows, srows, conv))
+        self.groups = groups
 
     def step(self, table: StateTable, t: float, dt: float, rng: np.random.Generator) -> None:
         for dst, src, drows, srows, conv in self.groups:

@@ -3,7 +3,9 @@
 A pump driven by an electric motor circulates water from a tank through the
 inlet valve (Valve1), the pump, the outlet valve (Valve2) and back. Eight sensors
 match the columns of the Skoltech Anomaly Benchmark (SKAB) CSVs; each sensor's
-``twin:assetId`` is its SKAB column name so telemetry can be bound by name.
+``twin:assetId`` is its SKAB column name, and each carries a csv telemetry binding
+(``TwinBindingAPI:skab_<attribute>``: key = the SKAB column, source unit from the
+SKAB README, period 1 s, align hold), so the scene replays SKAB files as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 from pxr import Gf, Kind, Sdf, Usd, UsdGeom
 
-from ..usd import create_stage, declare_asset, declare_attribute
+from ..telemetry._binding import Binding
+from ..usd import create_stage, declare_asset, declare_attribute, declare_binding
 from ._meshes import box, cylinder
 
 #: (prim name, SKAB column, twin attribute it reads on the pump, unit, min, max, position, description)
@@ -27,6 +30,21 @@ SENSORS = [
     ("VoltageSensor", "Voltage", "voltage", "V", 0.0, 400.0, (-0.55, 0.6, 0.9), "Motor voltage"),
     ("FlowMeter", "Volume Flow RateRMS", "flowRate", "L/min", 0.0, 300.0, (2.3, -0.9, 0.35), "Circulation flow rate"),
 ]
+
+#: SKAB column → its unit as the SKAB README gives it, spelled for pint. SKAB's "g" is
+#: standard gravity, which pint calls ``g0`` (pint's ``g`` is the gram: a binding with
+#: unit "g" into a ``g0`` attribute fails at bind time as mass vs acceleration).
+SKAB_UNITS = {
+    "Accelerometer1RMS": "g0",
+    "Accelerometer2RMS": "g0",
+    "Current": "A",
+    "Pressure": "bar",
+    "Temperature": "degC",
+    "Thermocouple": "degC",
+    "Voltage": "V",
+    "Volume Flow RateRMS": "L/min",
+}
+SKAB_PERIOD_S = 1.0  # SKAB samples at 1 Hz
 
 #: pump twin attributes: name, unit, initial value, min, max, role, description
 PUMP_ATTRS = [
@@ -154,6 +172,8 @@ def build_pump_testbed(path: str | os.PathLike[str] | None = None, *, parts: str
         initial = dict((a[0], a[2]) for a in PUMP_ATTRS)[attr]
         declare_attribute(prim, attr, "float", initial, unit=unit, min=lo, max=hi, role="measured", description=doc)
         prim.CreateRelationship("twin:measures", custom=False).SetTargets([Sdf.Path(f"/Testbed/Pump.twin:{attr}")])
+        # the SKAB CSV column that feeds this sensor: travels with the scene (TwinBindingAPI)
+        declare_binding(prim, Binding(str(prim.GetPath()), attr, "csv", column, unit=SKAB_UNITS[column], period=SKAB_PERIOD_S, align="hold", name=f"skab_{attr}"))
 
     if path is not None:
         geom.save()

@@ -9,7 +9,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..units import format_unit
 from ._frame import Change, Frame, Quality
+
+
+def _unit_suffix(unit: str) -> str:
+    """`` °C`` for a message; nothing for a dimensionless value."""
+    u = format_unit(unit)
+    return f" {u}" if u else ""
+
 
 DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "vec3": np.float64}
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
@@ -227,7 +235,7 @@ class StateTable:
             if not math.isfinite(v):
                 raise StateError(f"{where}: value must be finite, got {value!r}")
         if not ch.lo[r] <= v <= ch.hi[r]:
-            raise StateError(f"{where}: {v} is outside its limits [{ch.lo[r]}, {ch.hi[r]}] {ch.unit}")
+            raise StateError(f"{where}: {v} is outside its limits [{ch.lo[r]}, {ch.hi[r]}]{_unit_suffix(ch.unit)}")
         return v
 
     def entry(self, index: int) -> tuple[str, str]:

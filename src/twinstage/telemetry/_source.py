@@ -21,9 +21,16 @@ Two ways in, one batch type:
 Event time is in seconds: UNIX epoch seconds for live sources (the engine aligns
 them against each tick's wall time, with an estimated clock offset per source);
 *sim* seconds for replay sources, which map their data's own clock onto sim time
-explicitly (by default the first timestamp of the data is sim time 0, scaled by the
-replay speed) and say how in their provenance. Arrival time is the wall time the
-source received the batch.
+explicitly and say how in their provenance (``describe()``): the first timestamp lands
+at the sim time the source is added (the engine calls ``anchor(sim_time)`` if the
+source has it) or at an explicit start, one data second per sim second unless the
+source says otherwise; how fast sim time runs against the wall is the clock's
+business. Arrival time is the wall time the source received the batch.
+
+Optional members the engine uses when present: ``resolved`` (the
+:class:`~twinstage.telemetry._binding.Resolved` bindings: each row's align rule,
+period and stale_after; without it a row holds, period unknown, stale after 3 of the
+observed period), ``anchor(sim_time)`` and ``describe()`` (provenance text).
 
 Sources are built from :class:`~twinstage.telemetry._binding.Binding` lists without a
 twin; ``twin.add_source(src)`` calls ``src.bind(table)`` (resolve every binding,
@@ -55,8 +62,9 @@ class Samples:
     ``values`` are float64 in the twin attribute's unit (sources convert on the way
     in). ``quality`` is a uint8 :class:`~twinstage.state.Quality` bit field per sample
     (0 = good) and ``reason`` an optional short text per flagged batch (e.g.
-    ``"non-finite"``, ``"opcua status BadSensorFailure"``). ``source`` names the
-    source for provenance and error messages.
+    ``"non-finite"``, ``"opcua status BadSensorFailure"``), or per sample with
+    ``reason_index`` + ``reasons``. ``source`` names the source for provenance and
+    error messages; the engine routes inbox batches to their source by it.
     """
 
     channel: str
@@ -67,6 +75,10 @@ class Samples:
     arrival_time: float = field(default_factory=time.time)
     source: str = ""
     reason: str = ""
+    #: optional per-sample reasons: ``reasons[reason_index[i]]`` explains sample ``i`` ('' = none);
+    #: for batches whose flagged samples have different causes (a file's bad cells, each on its line)
+    reason_index: np.ndarray | None = None
+    reasons: tuple[str, ...] = ()
 
     @classmethod
     def make(cls, channel: str, rows, values, event_time, quality=None, *, arrival_time: float | None = None, source: str = "", reason: str = "") -> "Samples":

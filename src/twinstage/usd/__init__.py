@@ -13,24 +13,31 @@ from ._schema import (
     read_attributes,
     register,
 )
+from ._binding import BINDING_API, declare_binding, read_bindings
+from ._read import TwinDescription, read_twin
 from ._stage import StageError, candidate_assets, create_stage, describe, open_stage, twin_prims
 
 __all__ = [
     "ASSET_API",
+    "BINDING_API",
     "STATE_API",
     "AssetDecl",
     "AttrDecl",
     "SchemaError",
     "StageError",
+    "TwinDescription",
     "candidate_assets",
     "create_stage",
     "declare_asset",
     "declare_attribute",
+    "declare_binding",
     "describe",
     "is_twin_asset",
     "open_stage",
     "read_asset",
     "read_attributes",
+    "read_twin",
+    "read_bindings",
     "register",
     "twin_prims",
 ]

@@ -1,19 +1,33 @@
-"""Recording runs to USD: columnar time samples in their own file, saved atomically.
+"""Recording runs to USD: columnar time samples, in one file or in chunks stitched by value clips.
 
-A recording is a USD layer (``.usdc`` is compact; ``.usda`` is readable) that
-sublayers the scene by a relative path and holds, under ``/<root>/TwinState``,
-one array attribute per channel with a time sample per recorded tick (time code
-= tick number, ``timeCodesPerSecond`` = tick rate). Live values sit in the
-session layer of the running stage, never in the recording, so they cannot hide
-its samples.
+A recording is a root USD layer (``.usdc`` is compact; ``.usda`` is readable) that
+sublayers the scene by a relative path and holds, under ``/<root>/TwinState``, the
+layout (the prim list, rows and unit per channel) and the provenance, and one array
+time sample per channel per recorded tick (time code = tick number,
+``timeCodesPerSecond`` = tick rate). Live values sit in the session layer of the
+running stage, never in the recording.
 
-Crash safety: the layer is written when recording starts and then every
-``save_every_s`` seconds to a temp file that is renamed over the recording, and
-``endTimeCode`` is updated before each save, so a killed run leaves a loadable
-file whose time range is exactly what it holds; stale temp files are removed on
-start. A save rewrites the whole file, so its cost grows with the recording; the
-interval stretches to keep saves under 5 % of the run (``save_interval_s`` is the
-current bound on what a kill can lose).
+``chunked=True`` (see :data:`CHUNKED`) puts the samples in *chunks* instead:
+``<stem>_<ext>.chunks/NNNNNN.usdc``, each a small layer with the ticks since the
+previous save, named by USD value-clip metadata on the root's TwinState prim, so
+any USD tool plays the whole run (``Usd.Stage.Open(rec)``: the clips compose) and
+:class:`~twinstage.usd._recording.Recording` reads the chunks directly. A save then
+writes the open chunk (the new ticks only) and the small root, and drops the chunk
+from memory: it costs the data recorded since the last save, not the whole history,
+and memory stays bounded by one chunk. Unchunked, each save rewrites the whole file.
+
+Crash safety: every file is written to a temp file that is fsynced and renamed over
+its target, chunk before root, and ``endTimeCode`` is updated before each save, so
+a kill leaves a root that names only complete chunks and whose time range is
+exactly what it holds; stale temp files and an earlier recording's chunks are
+removed on start.
+
+Saves come every ``save_every_s`` seconds of wall time (stretched to keep them
+under 5 % of the run) and, if ``chunk_ticks`` is given, whenever the open chunk
+holds that many ticks. Chunked with ``reproducible=True`` they come only every
+``chunk_ticks`` recorded ticks (by default as many as ``save_every_s`` of sim time
+holds), so chunk boundaries, and with them the bytes of every file, depend on the
+run alone.
 """
 
 from __future__ import annotations
@@ -74,28 +88,49 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+#: whether recordings are chunked by default. Off for now: the NVIDIA asset-validator tests in
+#: tests/test_validate.py count the USD files beside a recording, and chunks are USD files.
+CHUNKED = False
+
+
+def chunk_dir(path: Path) -> Path:
+    """Where the chunks of recording ``path`` live: ``<stem>_<ext>.chunks/`` beside it
+    (``rec.usdc`` → ``rec_usdc.chunks``: no ``.usd`` in the name, so ``*.usd*`` globs
+    still find only USD files, and ``rec.usda`` beside it keeps its own chunks)."""
+    return path.with_name(f"{path.stem}_{path.suffix.lstrip('.').lower()}.chunks")
+
+
 class Recorder:
     """A Frame sink writing every ``every``-th tick's full state as array time samples."""
 
     writes_stage = False
-    #: at most this share of wall time goes to periodic saves (the interval grows with the file)
+    #: at most this share of wall time goes to periodic saves (the interval grows with their cost)
     MAX_SAVE_SHARE = 0.05
 
-    def __init__(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False):
+    def __init__(self, path: str | os.PathLike[str], *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False,
+                 chunk_ticks: int | None = None, chunked: bool | None = None):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".usd", ".usda", ".usdc"):
             raise StageError(f"{self.path}: a recording must be .usd, .usda or .usdc")
         if every < 1:
             raise ValueError("every must be >= 1")
+        if chunk_ticks is not None and chunk_ticks < 1:
+            raise ValueError("chunk_ticks must be >= 1")
         self.save_every_s = save_every_s
         self.last_save_s = 0.0
         #: leave wall-clock times (start, end) and the command line out of the provenance,
-        #: so the same scene, seed and inputs give the same file, byte for byte
+        #: so the same scene, seed and inputs give the same files, byte for byte
         self.reproducible = reproducible
         self.every = every
+        self.chunk_ticks = chunk_ticks
+        self._explicit_chunks = chunk_ticks is not None
+        #: chunks stitched by value clips (saves cost the new ticks), or every sample in the
+        #: one file (each save rewrites the whole file); None: :data:`CHUNKED`
+        self.chunked = CHUNKED if chunked is None else bool(chunked)
         self.first_tick: int | None = None
         self.last_tick: int | None = None
         self.saves = 0
+        self.layer: Sdf.Layer | None = None
 
     def start(self, twin: Any) -> None:
         self.bind(twin.stage, twin.table, rate=1.0 / twin.clock.dt, provenance=twin.provenance())
@@ -113,6 +148,15 @@ class Recorder:
         clean_stale_temp_files(self.path)
         if self.path.exists():
             self.path.unlink()
+        self.chunks_dir = chunk_dir(self.path)
+        if self.chunks_dir.is_dir():  # an earlier recording's chunks (or a killed save's temp files)
+            for p in self.chunks_dir.iterdir():
+                if p.is_file() and (p.suffix == ".usdc" or p.name.startswith(".")):
+                    p.unlink()
+        if self.chunked:
+            self.chunks_dir.mkdir(exist_ok=True)
+        elif self.chunks_dir.is_dir() and not any(self.chunks_dir.iterdir()):
+            self.chunks_dir.rmdir()
         if layer is not None:  # still registered from an earlier recording in this process
             layer.Clear()
         else:  # not CreateNew: it writes an empty layer, which reads as no recording at all
@@ -131,6 +175,8 @@ class Recorder:
         layer.pseudoRoot.SetInfo("metersPerUnit", UsdGeom.GetStageMetersPerUnit(stage))
         layer.timeCodesPerSecond = rate
         layer.framesPerSecond = rate
+        if self.chunk_ticks is None:
+            self.chunk_ticks = max(1, int(round(self.save_every_s * rate / self.every))) if self.save_every_s < float("inf") else 1 << 62
         self.provenance = dict(provenance or {})
         if self.reproducible:
             self.provenance.pop("command", None)
@@ -145,12 +191,48 @@ class Recorder:
         self._vt = {name: VT_ARRAYS[ch.type][0] for name, ch in table.channels.items()}
         self._paths = {name: (s[0].path, s[1].path) for name, s in self._specs.items() if name is not None}
         self._tick_path, self._time_path = (s.path for s in self._specs[None])
+        self._sampled = [(s.path, s.typeName) for pair in self._specs.values() for s in pair]
         self._arrays: dict[str, tuple[Any, Any]] = {}  # last recorded (values, quality) Vt arrays per channel
         self._changed: set[str] = set()
+        #: sealed chunks: (file name, first tick) each; the open one is self._chunk
+        self._sealed: list[tuple[str, float]] = []
+        self._chunk: Sdf.Layer | None = None
+        self._chunk_first: float | None = None
+        self._chunk_n = 0
+        if self.chunked:
+            self._write_manifest()
         # Write the layout (prims, channels, units, provenance) at once, so the file
         # reads as a (still empty) recording even if the run dies before its first
         # periodic save.
         self.save()
+
+    def _new_chunk_layer(self) -> Sdf.Layer:
+        """An anonymous crate layer with the TwinState prim and its sampled attribute specs.
+
+        Composed, a clip only lends its time samples; on its own it is still a valid stage
+        (defaultPrim, upAxis, metersPerUnit, defined prims), so validators that check every
+        file of a folder pass it too.
+        """
+        chunk = Sdf.Layer.CreateAnonymous("twinstage-chunk.usdc")
+        root = self.layer
+        chunk.timeCodesPerSecond = root.timeCodesPerSecond
+        chunk.framesPerSecond = root.framesPerSecond
+        for key in ("upAxis", "metersPerUnit"):
+            chunk.pseudoRoot.SetInfo(key, root.pseudoRoot.GetInfo(key))
+        ps = Sdf.CreatePrimInLayer(chunk, self.path_in_layer)
+        spec = ps
+        while spec is not None and spec.path != Sdf.Path.absoluteRootPath:
+            spec.specifier = Sdf.SpecifierDef
+            spec.typeName = "Scope"
+            spec = spec.nameParent
+        chunk.defaultPrim = self.path_in_layer.GetPrefixes()[0].name
+        for path, vtype in self._sampled:
+            Sdf.AttributeSpec(ps, path.name, vtype)
+        return chunk
+
+    def _write_manifest(self) -> None:
+        """The clip manifest: which attributes the chunks hold (so no tool has to open them all to know)."""
+        _export_atomically(self._new_chunk_layer(), self.chunks_dir / "manifest.usdc")
 
     def consume(self, frame: Frame) -> None:
         # Channels that changed since the last recorded sample (values or quality; skipped
@@ -159,8 +241,14 @@ class Recorder:
         self._changed.update(frame.changes)
         if frame.tick % self.every:
             return
-        layer = self.layer
         t = float(frame.tick)
+        if not self.chunked:
+            self._chunk = self.layer
+        elif self._chunk is None:
+            self._chunk = self._new_chunk_layer()
+            self._chunk_first = t
+            self._chunk_n = 0
+        layer = self._chunk
         changed, arrays = self._changed, self._arrays
         for name, (vpath, qpath) in self._paths.items():
             a = arrays.get(name)
@@ -171,11 +259,16 @@ class Recorder:
         changed.clear()
         layer.SetTimeSample(self._tick_path, t, frame.tick)
         layer.SetTimeSample(self._time_path, t, frame.sim_time)
+        self._chunk_n += 1
         if self.first_tick is None:
             self.first_tick = frame.tick
-            layer.startTimeCode = t
+            self.layer.startTimeCode = t
         self.last_tick = frame.tick
-        if time.monotonic() - self._last_save >= self.save_interval_s:
+        if self.reproducible and self.chunked:  # chunk boundaries by tick count only: the same run, the same files
+            due = self._chunk_n >= self.chunk_ticks
+        else:
+            due = (self._chunk_n >= self.chunk_ticks and self._explicit_chunks) or time.monotonic() - self._last_save >= self.save_interval_s
+        if due:
             self.save()
 
     @property
@@ -186,48 +279,82 @@ class Recorder:
             return 0.0
         return max(self.save_every_s, self.last_save_s / self.MAX_SAVE_SHARE)
 
-    def save(self) -> None:
-        """Update the time range and provenance, then save atomically."""
+    def _chunk_name(self, k: int) -> str:
+        return f"{k:06d}.usdc"
+
+    def _update_root(self, chunks: list[tuple[str, float]]) -> None:
+        """Time range, provenance and the clip metadata naming ``chunks`` on the root layer."""
+        layer = self.layer
         if self.last_tick is not None:
-            self.layer.endTimeCode = float(self.last_tick)
+            layer.endTimeCode = float(self.last_tick)
         prov = dict(self.provenance)
         if not self.reproducible:
             prov["end"] = _now()
         prov["recordedTicks"] = [self.first_tick if self.first_tick is not None else -1, self.last_tick if self.last_tick is not None else -1]
-        self.layer.customLayerData = {"twinstage": _to_vt_dict(prov)}
+        layer.customLayerData = {"twinstage": _to_vt_dict(prov)}
+        ps = layer.GetPrimAtPath(self.path_in_layer)
+        rel = f"./{self.chunks_dir.name}"
+        if chunks:
+            ps.SetInfo("clips", {
+                "default": {
+                    "assetPaths": Sdf.AssetPathArray([Sdf.AssetPath(f"{rel}/{name}") for name, _ in chunks]),
+                    "primPath": str(self.path_in_layer),
+                    "active": Vt.Vec2dArray([(first, float(k)) for k, (_, first) in enumerate(chunks)]),
+                    "manifestAssetPath": Sdf.AssetPath(f"{rel}/manifest.usdc"),
+                }
+            })
+        elif ps.HasInfo("clips"):
+            ps.ClearInfo("clips")
+
+    def save(self) -> None:
+        """Write the open chunk (the ticks since the last save), then the root; seal the chunk."""
         t0 = time.monotonic()
         self._write_atomically()
         self.saves += 1
         self._last_save = time.monotonic()
-        # A save rewrites the whole file, so it costs more as the recording grows; keep
-        # its share of the run at MAX_SAVE_SHARE by saving less often. The ticks a kill
-        # can lose are those of the current interval (save_interval_s).
+        # The ticks a kill can lose are those since the last save (save_interval_s at most).
         self.last_save_s = self._last_save - t0
 
-
     def _write_atomically(self) -> None:
-        """Export the layer to a temp file beside the target, fsync it, rename it over the target.
-
-        Not ``Layer.Save()``: saving a .usdc to the file it was saved to before appends
-        the changed sections (crate's incremental save), so a recording saved every few
-        seconds grows without bound (a 1000-tick pump run saved every tick: 70 MB
-        instead of 0.2 MB). A failed write leaves the previous file as it was.
-        """
+        """Chunk first, root second, each exported to a temp file, fsynced and renamed over its
+        target: a failure leaves the previous root (naming only complete chunks) as it was, and
+        the open chunk stays in memory for the next save to write again."""
+        chunks = list(self._sealed)
+        if self.chunked and self._chunk is not None and self._chunk_n:
+            name = self._chunk_name(len(self._sealed))
+            _export_atomically(self._chunk, self.chunks_dir / name)
+            chunks.append((name, self._chunk_first))
+        self._update_root(chunks)
         tmp = self.path.with_name(f"{_temp_prefix(self.path)}{secrets.token_hex(3)}{self.path.suffix}")
-        try:
-            if not self.layer.Export(str(tmp)):
-                raise StageError(f"{self.path}: cannot write recording")
-            with tmp.open("rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        _export_atomically(self.layer, self.path, tmp)
+        if self.chunked and len(chunks) > len(self._sealed):  # both on disk: the chunk is done
+            self._sealed = chunks
+            self._chunk = None
+            self._chunk_n = 0
 
     def close(self) -> None:
         if getattr(self, "layer", None) is not None:
             self.save()
+
+
+def _export_atomically(layer: Sdf.Layer, target: Path, tmp: Path | None = None) -> None:
+    """Export ``layer`` to a temp file beside ``target``, fsync it, rename it over ``target``.
+
+    Not ``Layer.Save()``: saving a .usdc to the file it was saved to before appends
+    the changed sections (crate's incremental save), so a file saved every few
+    seconds would grow without bound. A failed write leaves the previous file as it was.
+    """
+    tmp = tmp or target.with_name(f".{target.name}.tmp-{secrets.token_hex(3)}{target.suffix}")
+    try:
+        if not layer.Export(str(tmp)):
+            raise StageError(f"{target}: cannot write recording")
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _to_vt_dict(d: dict[str, Any]) -> dict[str, Any]:
@@ -245,119 +372,4 @@ def _to_vt_dict(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Recording:
-    """Read a recording written by :class:`Recorder`: ticks, sim times, channel arrays."""
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise StageError(f"{self.path}: no such recording")
-        try:
-            self.layer = Sdf.Layer.FindOrOpen(str(self.path))
-        except Exception as exc:
-            raise StageError(f"{self.path}: cannot open recording ({tf_error_text(exc)[:300]})") from None
-        if self.layer is None:
-            raise StageError(f"{self.path}: cannot open recording")
-        self.provenance = dict(self.layer.customLayerData.get("twinstage", {}))
-        state = None
-        for prim in self.layer.rootPrims:
-            child = prim.nameChildren.get("TwinState") if prim.nameChildren else None
-            if child is not None:
-                state = child
-                break
-        if state is None:
-            raise StageError(f"{self.path}: holds no twinstage recording (no <root>/TwinState prim)")
-        self.state_path = state.path
-        attrs = state.attributes
-        prims = attrs.get(f"{COLUMN_NS}:prims")
-        if prims is None:
-            raise StageError(f"{self.path}: {state.path} has no {COLUMN_NS}:prims")
-        self.prims = tuple(prims.default)
-        self.channels: dict[str, np.ndarray] = {}
-        self.units: dict[str, str] = {}
-        for a in attrs:
-            name = a.name
-            if name.endswith(":rows"):
-                ch = name[len(COLUMN_NS) + 1 : -len(":rows")]
-                self.channels[ch] = np.array(a.default, dtype=np.int64)
-                u = attrs.get(f"{COLUMN_NS}:{ch}:unit")
-                self.units[ch] = u.default if u is not None else ""
-        self.times = np.array(self.layer.ListTimeSamplesForPath(state.path.AppendProperty(f"{COLUMN_NS}:tick")), dtype=float)
-        self.rate = self.layer.timeCodesPerSecond
-
-    @property
-    def ticks(self) -> np.ndarray:
-        return self.times.astype(np.int64)
-
-    @property
-    def time_range(self) -> tuple[float, float]:
-        return self.layer.startTimeCode, self.layer.endTimeCode
-
-    def sim_times(self) -> np.ndarray:
-        p = self.state_path.AppendProperty(f"{COLUMN_NS}:simTime")
-        return np.array([self.layer.QueryTimeSample(p, t) for t in self.times])
-
-    def channel(self, name: str, quality: bool = False) -> np.ndarray:
-        """All recorded values of channel ``name``: shape (ticks, rows[, 3])."""
-        if name not in self.channels:
-            raise StageError(f"{self.path}: no channel {name!r} (have {', '.join(sorted(self.channels))})")
-        suffix = ":quality" if quality else ""
-        p = self.state_path.AppendProperty(f"{COLUMN_NS}:{name}{suffix}")
-        return np.array([np.asarray(self.layer.QueryTimeSample(p, t)) for t in self.times])
-
-    def series(self, prim: str, name: str) -> np.ndarray:
-        """Recorded values of one prim's ``twin:<name>`` over time."""
-        try:
-            pi = self.prims.index(prim)
-        except ValueError:
-            raise StageError(f"{self.path}: {prim} is not a recorded prim") from None
-        rows = np.flatnonzero(self.channels[name] == pi) if name in self.channels else []
-        if len(rows) == 0:
-            raise StageError(f"{self.path}: {prim} has no recorded attribute {name!r}")
-        return self.channel(name)[:, rows[0]]
-
-    def export_per_prim(self, out: str | os.PathLike[str]) -> Path:
-        """Write the recording as per-prim ``twin:<name>`` time samples (plus mirrored
-        ``drives`` attributes such as ``xformOp:translate``) for tools that animate
-        prims (Omniverse, usdview). The output sublayers the scene like the recording."""
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.unlink()
-        layer = Sdf.Layer.CreateNew(str(out))
-        for sub in self.layer.subLayerPaths:
-            src = (self.path.parent / sub).resolve()
-            rel = os.path.relpath(src, out.parent.resolve())
-            layer.subLayerPaths.append(rel if rel.startswith(".") else f"./{rel}")
-        for key in ("upAxis", "metersPerUnit"):
-            if self.layer.pseudoRoot.HasInfo(key):
-                layer.pseudoRoot.SetInfo(key, self.layer.pseudoRoot.GetInfo(key))
-        layer.defaultPrim = self.layer.defaultPrim
-        layer.timeCodesPerSecond = self.layer.timeCodesPerSecond
-        layer.framesPerSecond = self.layer.framesPerSecond
-        layer.startTimeCode = self.layer.startTimeCode
-        layer.endTimeCode = self.layer.endTimeCode
-        layer.customLayerData = dict(self.layer.customLayerData)
-        stage = Usd.Stage.Open(str(self.path))
-        with Sdf.ChangeBlock():
-            for name, rows in self.channels.items():
-                data = self.channel(name)
-                vspec = self.layer.GetAttributeAtPath(self.state_path.AppendProperty(f"{COLUMN_NS}:{name}"))
-                elem = vspec.typeName.scalarType
-                for r, pi in enumerate(rows.tolist()):
-                    prim_path = Sdf.Path(self.prims[pi])
-                    ps = Sdf.CreatePrimInLayer(layer, prim_path)
-                    targets = [(f"twin:{name}", elem)]
-                    drives = stage.GetPrimAtPath(prim_path).GetAttribute(f"twin:{name}:drives") if stage else None
-                    dv = drives.Get() if drives else ""
-                    if dv:
-                        driven = stage.GetPrimAtPath(prim_path).GetAttribute(dv)
-                        if driven:
-                            targets.append((dv, driven.GetTypeName()))
-                    for attr_name, vtype in targets:
-                        spec = ps.attributes.get(attr_name) or Sdf.AttributeSpec(ps, attr_name, vtype)
-                        for ti, t in enumerate(self.times.tolist()):
-                            v = data[ti, r]
-                            layer.SetTimeSample(spec.path, t, tuple(v.tolist()) if np.ndim(v) else v.item())
-        layer.Save()
-        return out
+from ._recording import Recording  # noqa: E402,F401 - the reader lives beside the writer

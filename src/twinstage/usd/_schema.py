@@ -109,10 +109,21 @@ def is_twin_asset(prim: Usd.Prim) -> bool:
     return ASSET_API in _api_schemas(prim)
 
 
+_RESERVED = frozenset({"binding"})
+
+
+def _not_instance_proxy(prim: Usd.Prim) -> None:
+    """USD refuses edits on an instance proxy with a bare Tf error; say what to do instead."""
+    if prim.IsInstanceProxy():
+        raise SchemaError(f"{prim.GetPath()}: is inside an instance (an instance proxy cannot be edited); "
+                          "declare twin schema on the instance root or make the instance not instanceable")
+
+
 def declare_asset(prim: Usd.Prim, *, kind: str = "", asset_id: str = "", model: str = "") -> Usd.Prim:
     """Apply ``TwinAssetAPI`` to ``prim`` and author its properties explicitly."""
     if not prim or not prim.IsValid():
         raise SchemaError(f"{prim}: not a valid prim")
+    _not_instance_proxy(prim)
     if ASSET_API not in _api_schemas(prim):
         prim.AddAppliedSchema(ASSET_API)
     for name, value, vtype in (
@@ -177,8 +188,11 @@ def declare_attribute(
     to be one pint understands; the value must be finite and within the limits.
     """
     path = str(prim.GetPath())
+    _not_instance_proxy(prim)
     if not _NAME_RE.match(name):
         raise SchemaError(f"{path}: twin attribute name {name!r} must be an identifier")
+    if name in _RESERVED:
+        raise SchemaError(f"{path}: twin:{name} is reserved (twin:binding:* holds telemetry bindings); choose another name")
     if type not in VALUE_TYPES:
         raise SchemaError(f"{path}.twin:{name}: unknown type {type!r}; use one of {sorted(VALUE_TYPES)}")
     if role not in ROLES:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pxr import Kind, Sdf, Tf, Usd, UsdGeom
 
+from ._binding import read_bindings
 from ._schema import is_twin_asset, read_asset, read_attributes, register
 
 USD_EXTENSIONS = (".usd", ".usda", ".usdc", ".usdz")
@@ -161,6 +162,9 @@ def describe(stage: Usd.Stage) -> dict[str, Any]:
             }
         )
     info["hierarchy"] = hierarchy
+    from ._validate import composition_problems  # what could not be composed: missing files, MaterialX
+
+    info["missing"] = composition_problems(stage)
     twins = []
     for prim in twin_prims(stage):
         asset = read_asset(prim)
@@ -179,6 +183,11 @@ def describe(stage: Usd.Stage) -> dict[str, Any]:
         ]
         twins.append({"path": str(prim.GetPath()), "kind": asset.kind, "model": asset.model, "assetId": asset.asset_id, "attributes": attrs})
     info["twinPrims"] = twins
+    info["bindings"] = [
+        {"prim": b.prim, "name": b.name, "attribute": b.attribute, "kind": b.kind, "key": b.key, "unit": b.unit,
+         "scale": b.scale, "offset": b.offset, "period": b.period, "align": b.align, "staleAfter": b.stale_after}
+        for b in read_bindings(stage)
+    ]
     if not twins:
         info["candidateAssets"] = [
             {"path": str(p.GetPath()), "type": str(p.GetTypeName()), "kind": str(Usd.ModelAPI(p).GetKind() or "")}

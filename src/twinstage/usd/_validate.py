@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pxr import Sdf, Usd, UsdGeom, UsdValidation
+from pxr import Pcp, Sdf, Usd, UsdGeom, UsdValidation
 
 from ._schema import STATE_API, SchemaError, _api_schemas, is_twin_asset, read_attributes
 from ._stage import open_stage
@@ -41,8 +41,85 @@ def _usd_validation(stage: Usd.Stage) -> list[Finding]:
     return out
 
 
-def _stage_checks(stage: Usd.Stage) -> list[Finding]:
+def up_axis_mismatches(stage: Usd.Stage, limit: int = 50) -> list[tuple[str, str]]:
+    """(prim path, message) for references/payloads into a layer whose ``upAxis`` differs from the stage's.
+
+    Such an asset lies on its side unless a correction rotation is authored; a prim marked with
+    ``customData = {twinstage:upAxisCorrected: true}`` (what ``twinstage import`` writes) is taken as corrected.
+    """
+    up = str(UsdGeom.GetStageUpAxis(stage))
+    out: list[tuple[str, str]] = []
+    for prim in stage.Traverse():
+        if not (prim.HasAuthoredReferences() or prim.HasAuthoredPayloads()):
+            continue
+        if prim.GetCustomDataByKey("twinstage:upAxisCorrected"):
+            continue
+        for arc in Usd.PrimCompositionQuery(prim).GetCompositionArcs():
+            if arc.GetArcType() not in (Pcp.ArcTypeReference, Pcp.ArcTypePayload):
+                continue
+            layer = arc.GetTargetLayer()
+            if layer is None or not layer.pseudoRoot.HasInfo("upAxis"):
+                continue
+            theirs = str(layer.pseudoRoot.GetInfo("upAxis"))
+            if theirs != up:
+                out.append((str(prim.GetPath()), f"references {layer.identifier}, which is {theirs}-up, into a {up}-up stage without a "
+                            "correction rotation: it will lie on its side"))
+                break
+        if len(out) >= limit:
+            break
+    return out
+
+
+def composition_problems(stage: Usd.Stage) -> list[str]:
+    """What the stage could not compose, in words: missing referenced files, MaterialX this USD build cannot read."""
     out = []
+    try:
+        errors = stage.GetCompositionErrors()
+    except Exception:  # noqa: BLE001 - older USD
+        return out
+    for err in errors:
+        text = " ".join(str(err).split())
+        low = text.lower()
+        if ".mtlx" in low:
+            out.append(f"MaterialX reference not readable by this USD build (no MaterialX plugin in usd-core); "
+                       f"display colours are used instead: {text}")
+        elif "could not open asset" in low or "cannot determine file format" in low or "invalidassetpath" in type(err).__name__.lower():
+            out.append(f"missing referenced file: {text}")
+        else:
+            out.append(f"composition error: {text}")
+    return out
+
+
+def _metadata_checks(stage: Usd.Stage) -> list[Finding]:
+    root = stage.GetRootLayer()
+    where = root.identifier
+    out = []
+    if root.pseudoRoot.HasInfo("upAxis"):
+        up = str(root.pseudoRoot.GetInfo("upAxis"))
+        if up not in ("Y", "Z"):
+            out.append(Finding("error", "UpAxis", where, f"upAxis is {up!r}; it must be \"Y\" or \"Z\""))
+    else:
+        out.append(Finding("warning", "UpAxis", where, "upAxis is not authored (readers fall back to their own default)"))
+    if root.HasTimeCodesPerSecond():
+        tcps = root.timeCodesPerSecond
+        if not (math.isfinite(tcps) and tcps > 0):
+            out.append(Finding("error", "TimeCodesPerSecond", where, f"timeCodesPerSecond is {tcps}; it must be a finite number > 0"))
+    if root.HasFramesPerSecond():
+        fps = root.framesPerSecond
+        if not (math.isfinite(fps) and fps > 0):
+            out.append(Finding("error", "FramesPerSecond", where, f"framesPerSecond is {fps}; it must be a finite number > 0"))
+    if root.HasStartTimeCode() and root.HasEndTimeCode() and root.startTimeCode > root.endTimeCode:
+        out.append(Finding("error", "TimeCodeRange", where,
+                           f"startTimeCode {root.startTimeCode} is after endTimeCode {root.endTimeCode}"))
+    for path, msg in up_axis_mismatches(stage):
+        out.append(Finding("warning", "UpAxisMismatch", path, msg))
+    for msg in composition_problems(stage):
+        out.append(Finding("warning", "Composition", where, msg))
+    return out
+
+
+def _stage_checks(stage: Usd.Stage) -> list[Finding]:
+    out = _metadata_checks(stage)
     root = stage.GetRootLayer()
     roots = [p for p in stage.GetPseudoRoot().GetChildren() if p.GetSpecifier() == Sdf.SpecifierDef]
     if len(roots) != 1:
@@ -72,10 +149,10 @@ def _iter_attr_specs(layer: Sdf.Layer):
 
 
 def _twin_checks(stage: Usd.Stage) -> list[Finding]:
-    from ..units import UnitError, check_unit
+    from ..units import UnitError, check_unit, format_unit
 
     out = []
-    for prim in stage.Traverse():
+    for prim in stage.Traverse(Usd.TraverseInstanceProxies()):
         schemas = _api_schemas(prim)
         has_state = any(s.startswith(STATE_API + ":") for s in schemas)
         if not has_state and not is_twin_asset(prim):
@@ -83,6 +160,10 @@ def _twin_checks(stage: Usd.Stage) -> list[Finding]:
         where = str(prim.GetPath())
         if has_state and not is_twin_asset(prim):
             out.append(Finding("error", "TwinStateWithoutAsset", where, "declares TwinStateAPI attributes but does not apply TwinAssetAPI"))
+        if prim.IsInstanceProxy():
+            out.append(Finding("error", "TwinOnInstanceProxy", where, "twin schema declared inside an instance (an instance proxy "
+                               "cannot carry its own state); make the instance not instanceable or declare it on the instance root"))
+            continue
         try:
             decls = read_attributes(prim)
         except SchemaError as exc:
@@ -95,7 +176,7 @@ def _twin_checks(stage: Usd.Stage) -> list[Finding]:
             except UnitError as exc:
                 out.append(Finding("error", "TwinUnit", attr, str(exc)))
             if decl.type in ("float", "int") and not decl.min <= value <= decl.max:
-                out.append(Finding("error", "TwinLimits", attr, f"value {value} outside [{decl.min}, {decl.max}] {decl.unit}"))
+                out.append(Finding("error", "TwinLimits", attr, f"value {value} outside [{decl.min}, {decl.max}]" + (f" {format_unit(decl.unit)}" if format_unit(decl.unit) else "")))
             if decl.drives and not prim.GetAttribute(decl.drives):
                 out.append(Finding("warning", "TwinDrives", attr, f"drives {decl.drives!r}, which the prim does not have"))
     return out
@@ -118,7 +199,37 @@ def validate(target: str | os.PathLike[str] | Usd.Stage, *, usd_validators: bool
         findings += _usd_validation(stage)
     findings += _stage_checks(stage)
     findings += _twin_checks(stage)
+    findings += _binding_checks(stage)
     return findings
+
+
+def _binding_checks(stage: Usd.Stage) -> list[Finding]:
+    """Telemetry bindings: malformed specs, and targets the twin does not declare or cannot convert to."""
+    from ..units import UnitError, converter
+    from ._binding import read_bindings
+
+    try:
+        bindings = read_bindings(stage)
+    except SchemaError as exc:
+        return [Finding("error", "TwinBinding", str(stage.GetRootLayer().identifier), str(exc))]
+    out = []
+    for b in bindings:
+        where = f"{b.prim}.twin:binding:{b.name}"
+        prim = stage.GetPrimAtPath(b.prim)
+        decl = None
+        try:
+            decl = next((d for d, _ in read_attributes(prim) if d.name == b.attribute), None) if prim else None
+        except SchemaError:
+            pass  # reported by the twin checks
+        if decl is None:
+            out.append(Finding("error", "TwinBindingTarget", where, f"feeds twin:{b.attribute}, which {b.prim} does not declare"))
+            continue
+        if b.unit:
+            try:
+                converter(b.unit, decl.unit)
+            except UnitError as exc:
+                out.append(Finding("error", "TwinBindingUnit", where, f"source unit {b.unit!r} cannot feed twin:{b.attribute} ({decl.unit!r}): {exc}"))
+    return out
 
 
 def summary(findings: list[Finding]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ _LAZY = {
     "RenderQuality": ("twinstage.viewer._env", "RenderQuality"),
     "ViewerUnavailable": ("twinstage.viewer._env", "ViewerUnavailable"),
     "display_available": ("twinstage.viewer._env", "display_available"),
-    "extract": ("twinstage.viewer._usdscene", "extract"),
+    "extract": ("twinstage.geometry", "extract"),
     "COLORMAPS": ("twinstage.viewer._colormap", "COLORMAPS"),
 }
 

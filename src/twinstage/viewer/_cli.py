@@ -153,6 +153,9 @@ def _run(args: argparse.Namespace) -> int:
                     raise
         else:
             viewer.load(stage)
+    for note in viewer.notes:  # what is missing (references, MaterialX), said on the terminal too
+        if note.startswith(("missing referenced file", "MaterialX", "nothing to draw")):
+            print(f"twinstage view: note: {note}", file=sys.stderr)
     try:
         if args.select:
             viewer.select(args.select)

@@ -56,13 +56,11 @@ def apply(values: np.ndarray, lut: np.ndarray, vmin: float, vmax: float) -> np.n
     return out
 
 
-_UNIT_LABELS = {"degC": "°C", "degF": "°F", "kelvin": "K", "g0": "g", "1": "", "dimensionless": "", "percent": "%", "L/min": "L/min",
-                "m/s": "m/s", "K/W": "K/W"}
-
-
 def unit_label(unit: str) -> str:
-    """How a pint unit string reads on screen (``degC`` → ``°C``, ``1`` → nothing)."""
-    return _UNIT_LABELS.get(unit, unit)
+    """How a pint unit string reads on screen (``degC`` → ``°C``, ``1`` → nothing): one rule for every display."""
+    from ..units import format_unit
+
+    return format_unit(unit)
 
 
 def nice_ticks(vmin: float, vmax: float, n: int = 5) -> list[float]:

@@ -25,8 +25,7 @@ import pygfx as gfx
 import wgpu
 from pygfx.renderers.wgpu import BaseShader, Binding, load_wgsl, register_wgpu_render_function
 
-from ._tessellate import MeshData, merge
-from ._usdscene import SceneGeometry, linear_to_srgb
+from ..geometry import MeshData, SceneGeometry, linear_to_srgb, merge
 
 SHADER_DIR = Path(__file__).with_name("shaders")
 
@@ -57,8 +56,8 @@ class TwinMaterial(gfx.Material):
         node_offset="i4",
     )
 
-    def __init__(self, *, node_offset: int = 0, up=(0.0, 0.0, 1.0), lighting: bool = True, **kwargs):
-        super().__init__(alpha_mode="solid", **kwargs)
+    def __init__(self, *, node_offset: int = 0, up=(0.0, 0.0, 1.0), lighting: bool = True, blend: bool = False, **kwargs):
+        super().__init__(alpha_mode="blend" if blend else "solid", **kwargs)
         u = self.uniform_buffer.data
         u["warn_color"] = (1.0, 0.55, 0.0, 1.0)
         u["alarm_color"] = (1.0, 0.03, 0.02, 1.0)
@@ -86,8 +85,9 @@ class TwinMesh(gfx.WorldObject):
     """A batch of twin geometry: merged (per-vertex node) or instanced (per-instance node)."""
 
     def __init__(self, geometry: gfx.Geometry, material: TwinMaterial, *, objects: gfx.Buffer, nodes: gfx.Buffer,
-                 instances: int = 0, outline: bool = False):
+                 instances: int = 0, outline: bool = False, cull: bool = False):
         super().__init__(geometry, material)
+        self.cull = bool(cull)  # back faces culled (single-sided USD geometry: doubleSided = false)
         self.objects_buffer = objects
         self.nodes_buffer = nodes
         self.instances = int(instances)  # 0 = merged batch
@@ -124,7 +124,8 @@ class TwinShader(BaseShader):
         return {0: bindings}
 
     def get_pipeline_info(self, wobject, shared):
-        return {"primitive_topology": wgpu.PrimitiveTopology.triangle_list, "cull_mode": wgpu.CullMode.none}
+        cull = wgpu.CullMode.back if wobject.cull and not wobject.outline else wgpu.CullMode.none
+        return {"primitive_topology": wgpu.PrimitiveTopology.triangle_list, "cull_mode": cull}
 
     def get_render_info(self, wobject, shared):
         n = wobject.geometry.indices.nitems * 3
@@ -138,15 +139,17 @@ def _tile(mesh: MeshData, n: int) -> MeshData:
     """``n`` copies of a mesh in one (prototype space; each copy is placed by its node)."""
     v = mesh.n_vertices
     tris = (mesh.triangles[None] + (np.arange(n) * v)[:, None, None]).reshape(-1, 3)
-    return MeshData(np.tile(mesh.positions, (n, 1)), np.tile(mesh.normals, (n, 1)), np.tile(mesh.colors, (n, 1)), tris)
+    alpha = None if mesh.alpha is None else np.tile(mesh.alpha, n)
+    return MeshData(np.tile(mesh.positions, (n, 1)), np.tile(mesh.normals, (n, 1)), np.tile(mesh.colors, (n, 1)), tris, alpha,
+                    mesh.double_sided, mesh.pbr)
 
 
-def pack_colors(linear_rgb: np.ndarray) -> np.ndarray:
-    """Linear RGB floats → sRGB-encoded RGBA8 packed in uint32 (decoded in the shader)."""
+def pack_colors(linear_rgb: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Linear RGB floats (+ opacity) → sRGB-encoded RGBA8 packed in uint32 (decoded in the shader)."""
     srgb = linear_to_srgb(linear_rgb)
     b = np.empty((len(srgb), 4), np.uint8)
     b[:, :3] = np.round(srgb * 255.0).astype(np.uint8)
-    b[:, 3] = 255
+    b[:, 3] = 255 if alpha is None else np.round(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
     return b.view(np.uint32).reshape(-1)
 
 
@@ -156,7 +159,7 @@ def _geometry(mesh: MeshData, origin_shift: np.ndarray | None = None, node: np.n
         indices=np.ascontiguousarray(mesh.triangles, dtype=np.int32),
         positions=np.ascontiguousarray(pos, dtype=np.float32),
         normals=np.ascontiguousarray(mesh.normals, dtype=np.float32),
-        rgba8=pack_colors(mesh.colors),
+        rgba8=pack_colors(mesh.colors, mesh.alpha),
     )
     if node is not None:
         kw["node"] = np.ascontiguousarray(node, dtype=np.int32)
@@ -241,19 +244,28 @@ class GpuScene:
         self._outlined: frozenset[int] = frozenset()
         self._outline: TwinMesh | None = None
         self._outline_material = TwinMaterial(node_offset=0, up=self.up, lighting=False)
-        chunk: list[tuple[MeshData, np.ndarray | int]] = []
-        count = 0
-        for m, node in pieces:  # merged batches, each under merge_limit vertices
-            if count + m.n_vertices > merge_limit and chunk:
-                self._add_merged(chunk, lighting)
-                chunk, count = [], 0
-            chunk.append((m, node))
-            count += m.n_vertices
-        if chunk:
-            self._add_merged(chunk, lighting)
+        # merged batches, one set per style (culled or not, opaque or blended), each under merge_limit vertices;
+        # geometry placed by a mirroring node is drawn unculled (its winding flips on the GPU)
+        mirrored = np.linalg.det(self.object_matrix[:, :3, :3]) < 0 if n_obj else np.zeros(0, bool)
+        styles: dict[tuple[bool, bool], list[tuple[MeshData, np.ndarray | int]]] = {}
+        for m, node in pieces:
+            two_sided = m.double_sided or (np.isscalar(node) and node < n_obj and bool(mirrored[node]))
+            styles.setdefault((two_sided, m.translucent), []).append((m, node))
+        for (two_sided, blend), group in sorted(styles.items()):
+            chunk: list[tuple[MeshData, np.ndarray | int]] = []
+            count = 0
+            for m, node in group:
+                if count + m.n_vertices > merge_limit and chunk:
+                    self._add_merged(chunk, lighting, cull=not two_sided, blend=blend)
+                    chunk, count = [], 0
+                chunk.append((m, node))
+                count += m.n_vertices
+            if chunk:
+                self._add_merged(chunk, lighting, cull=not two_sided, blend=blend)
         for proto, start, n in instanced:  # GPU instancing for prototypes too big to expand
-            mat = TwinMaterial(node_offset=start, up=self.up, lighting=lighting)
-            ob = TwinMesh(_geometry(proto.mesh), mat, objects=self.objects, nodes=self.nodes, instances=n)
+            mat = TwinMaterial(node_offset=start, up=self.up, lighting=lighting, blend=proto.mesh.translucent)
+            ob = TwinMesh(_geometry(proto.mesh), mat, objects=self.objects, nodes=self.nodes, instances=n,
+                          cull=not proto.mesh.double_sided and not bool(mirrored[proto.objects].any()))
             self._add(ob, mat)
 
     def _add(self, ob: TwinMesh, mat: TwinMaterial) -> None:
@@ -261,15 +273,16 @@ class GpuScene:
         self.materials.append(mat)
         self.group.add(ob)
 
-    def _add_merged(self, chunk: list[tuple[MeshData, np.ndarray | int]], lighting: bool) -> None:
+    def _add_merged(self, chunk: list[tuple[MeshData, np.ndarray | int]], lighting: bool, *, cull: bool = False,
+                    blend: bool = False) -> None:
         chunk = [(m, node) for m, node in chunk if m.n_triangles]
         if not chunk:
             return
         mesh = merge([m for m, _ in chunk])
         node = np.concatenate([np.full(m.n_vertices, node, np.int32) if np.isscalar(node) else np.asarray(node, np.int32)
                                for m, node in chunk])
-        mat = TwinMaterial(node_offset=0, up=self.up, lighting=lighting)
-        ob = TwinMesh(_geometry(mesh, node=node), mat, objects=self.objects, nodes=self.nodes, instances=0)
+        mat = TwinMaterial(node_offset=0, up=self.up, lighting=lighting, blend=blend)
+        ob = TwinMesh(_geometry(mesh, node=node), mat, objects=self.objects, nodes=self.nodes, instances=0, cull=cull)
         self._add(ob, mat)
 
     # -- node matrices ------------------------------------------------------------
@@ -480,7 +493,7 @@ def ray_triangles(o: np.ndarray, d: np.ndarray, pos: np.ndarray, tris: np.ndarra
 
 def card_objects(geo: SceneGeometry, origin: np.ndarray) -> list[gfx.WorldObject]:
     """Textured quads for models drawn with ``model:drawMode = cards`` (static pygfx meshes)."""
-    from ._usdscene import decode_image, read_asset_bytes
+    from ..geometry import decode_image, read_asset_bytes
 
     out = []
     cache: dict[str, np.ndarray | None] = {}

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry import SceneGeometry, extract
 from ..state import Frame, Quality
 from . import _colormap as cm
 from ._env import RenderQuality, ViewerUnavailable, adapter_info, is_software, make_canvas
+from ._framing import fit_bounds, fov_showing, scene_camera
 from ._state import Drives, Overlays, TwinState, quality_names
-from ._usdscene import SceneGeometry, extract
 
 log = logging.getLogger("twinstage.viewer")
 
@@ -225,6 +226,7 @@ class Viewer:
         self.title = title
         self.background = background
         self.view_dir = view_dir
+        self.scene_camera = True  # start from the stage's own camera when it has one (and no view_dir is given)
         self.stage: Any = None
         self.geo: SceneGeometry | None = None
         self.state: TwinState | None = None
@@ -299,7 +301,7 @@ class Viewer:
         prims = state.prims if state is not None else ()
         self.geo = extract(stage, twin_paths=prims, segments=self.quality.segments)
         self.timings["extract_s"] = time.perf_counter() - t0
-        self.notes = list(dict.fromkeys(self.notes + [n for n in self.geo.notes if n.startswith(("nothing to draw", "material library"))]))
+        self.notes = list(dict.fromkeys(self.notes + [n for n in self.geo.notes if n.startswith(("nothing to draw", "material library", "missing referenced file", "MaterialX"))]))
         if state is not None:
             drives = Drives(stage, state, self.geo.n_twin)
             self.overlays = Overlays(state, self.geo.n_twin, alarms=self.options["alarms"], stage=stage,
@@ -475,26 +477,52 @@ class Viewer:
             self._gpu.set_state(np.array([self.selected]), selected=1.0)
         self.frame_all()
 
-    def frame_all(self) -> None:
-        """Point the camera so the whole scene is in view."""
+    def frame_all(self, *, margin: float = 0.06) -> None:
+        """Point the camera so the whole scene is in view: the 8 corners of the scene's bounds fit inside the
+        image with ``margin`` (a fraction of each half-size) to spare, and left of the colour legend when one is shown."""
         if self._camera is None or self._gpu is None:
             return
         wb = self._gpu.world_bounds()
-        up = np.array(self._gpu.up)
-        if wb is None:
-            centre, radius = np.zeros(3), 1.0
-        else:
-            centre = (wb[0] + wb[1]) / 2
-            radius = float(np.linalg.norm(wb[1] - wb[0]) / 2) or 1.0
+        up = np.array(self._gpu.up, dtype=float)
         if self.view_dir is not None:
             vd = np.asarray(self.view_dir, dtype=float)
         elif self._gpu.up[2] == 1.0:  # Z up: from the front (-Y), left and above
             vd = np.array([0.35, 1.0, -0.75])
         else:  # Y up: from +Z (front), right and above
             vd = np.array([-0.45, -0.7, -1.0])
-        self._camera.show_object((*centre, radius), view_dir=vd, up=tuple(up), scale=0.9)
+        if wb is None:
+            self._camera.show_object((0.0, 0.0, 0.0, 1.0), view_dir=tuple(vd), up=tuple(up), scale=0.9)
+            return
+        w, h = (float(x) for x in self.size)
+        if self.view_dir is None and self.scene_camera and self._use_scene_camera():
+            return
+        legend_px = 120.0 if (self.hud_visible and self.overlays is not None and self.overlays.color_by is not None
+                              and w > 360) else 0.0
+        pos, target = fit_bounds(wb, vd, up, fov_deg=float(self._camera.fov), size=(w, h), margin=margin, reserve_right_px=legend_px)
+        self._camera.local.position = tuple(pos)
+        self._camera.show_pos(tuple(target), up=tuple(up))
         if self._canvas is not None:
             self._canvas.request_draw()
+
+    def _use_scene_camera(self) -> bool:
+        """Look through the stage's first camera, as usdview does (False when it has none or it is unusable)."""
+        cam = scene_camera(self.stage, self.geo.time if self.geo is not None else None)
+        if cam is None:
+            return False
+        pos, direction, up, tan_h, tan_v = cam
+        fov = fov_showing(tan_h, tan_v, *(float(x) for x in self.size))
+        pos = pos - self._gpu.origin
+        wb = self._gpu.world_bounds()
+        centre = (wb[0] + wb[1]) / 2 if wb is not None else pos + direction
+        dist = float(np.dot(centre - pos, direction))
+        if not dist > 0:
+            dist = float(np.linalg.norm(wb[1] - wb[0])) if wb is not None else 1.0
+        self._camera.fov = fov
+        self._camera.local.position = tuple(pos)
+        self._camera.show_pos(tuple(pos + direction * dist), up=tuple(up))
+        if self._canvas is not None:
+            self._canvas.request_draw()
+        return True
 
     # -- drawing ---------------------------------------------------------------------------------
     def effect_time(self) -> float:

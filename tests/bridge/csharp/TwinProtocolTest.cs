@@ -89,6 +89,24 @@ public static class TwinProtocolTest
         WaitFor(m => IsType(m, "delta") || IsType(m, "snapshot"), 10, "json delta");
         Console.WriteLine("OK json seq=" + state.Seq);
 
+        // JsonUtility's default for an unset string ("") means the default encoding (json)
+        var dflt = new SubscribeMessage { id = conn.NextId(), encoding = "" };
+        conn.SendAsync(dflt).Wait();
+        var dAck = WaitFor(m => (IsType(m, "ack") || IsType(m, "error")) && TwinJson.Parse<Envelope>(m.Text).id == dflt.id, 10, "default-encoding ack");
+        if (!IsType(dAck, "ack")) Fail("encoding \"\" was refused: " + dAck.Text);
+        WaitFor(m => IsType(m, "snapshot"), 10, "default-encoding snapshot");
+        Console.WriteLine("OK default encoding");
+
+        // compact JSON: "values" messages without a quality column, in the snapshot's order
+        var cp = new SubscribeMessage { id = conn.NextId(), encoding = "compact" };
+        conn.SendAsync(cp).Wait();
+        WaitFor(m => IsType(m, "snapshot"), 10, "compact snapshot");
+        WaitFor(m => IsType(m, "values"), 10, "compact values");
+        WaitFor(m => IsType(m, "values"), 10, "compact values 2");
+        if (state.Values[idx] != target) Fail("compact value " + state.Values[idx]);
+        if (state.Known.Count(k => k) != h.attributes.Length) Fail("compact state does not cover every attribute");
+        Console.WriteLine("OK compact seq=" + state.Seq);
+
         var cmd = new CommandMessage { id = conn.NextId(), command = "ping" };
         conn.SendAsync(cmd).Wait();
         WaitFor(m => IsType(m, "ack") && TwinJson.Parse<Ack>(m.Text).id == cmd.id, 10, "ping ack");

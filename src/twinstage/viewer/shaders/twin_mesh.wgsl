@@ -57,7 +57,8 @@ fn vs_main(in: VertexInput) -> Varyings {
     let overlay = load_s_objects(obj * 2);
     let state = load_s_objects(obj * 2 + 1);
     let packed = load_s_colors(vi);
-    let base = vec4<f32>(srgb2physical(unpack4x8unorm(packed).rgb), 1.0);
+    let rgba = unpack4x8unorm(packed);
+    let base = vec4<f32>(srgb2physical(rgba.rgb), 1.0);
 
     var varyings: Varyings;
     $$ if outline
@@ -87,6 +88,7 @@ fn vs_main(in: VertexInput) -> Varyings {
     // alarm level, quality code and selection packed in alpha (fewer varyings to interpolate)
     let code = state.x + 4.0 * state.y + 16.0 * state.z;
     varyings.color = vec4<f32>(mix(base.rgb, overlay.rgb, overlay.a), code);
+    varyings.opacity = f32(rgba.a);  // USD opacity (blended batches only; solid ones ignore it)
     $$ if write_pick
     varyings.pick_id = u32(u_wobject.global_id);
     $$ endif
@@ -142,7 +144,7 @@ fn fs_main(varyings: Varyings, @builtin(front_facing) is_front: bool) -> Fragmen
     }
 
     var out: FragmentOutput;
-    out.color = vec4<f32>(lit, 1.0);
+    out.color = vec4<f32>(lit, varyings.opacity);
     $$ if write_pick
     out.pick = pick_pack(varyings.pick_id, 20);
     $$ endif

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import parse_qs, urlsplit
 
-from ._messages import ROLES
+from .._messages import ROLES
 
-RANK = {"viewer": 0, "operator": 1, "admin": 2}
+RANK = {"viewer": 0, "ingest": 0, "operator": 1, "admin": 2}  # ingest: a viewer that may also push telemetry
 
 
 class AuthError(ValueError):

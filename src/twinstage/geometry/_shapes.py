@@ -1,125 +1,14 @@
-"""Triangle meshes in numpy: n-gon triangulation, normals, and the UsdGeom shapes.
+"""The UsdGeom shapes (and a few helper solids) as triangle meshes, in numpy.
 
-Everything here is plain numpy (no pxr, no GPU) so it is cheap to test. Arrays
-follow USD's conventions: points are rows, matrices are row-vector 4×4
-(``p_world = [p, 1] @ M``), counter-clockwise winding is front-facing for a
-right-handed mesh.
+Canonical shapes are built along +Z and rotated onto their ``axis``; winding is
+counter-clockwise seen from outside (front faces), as USD's right-handed default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass
-class MeshData:
-    """An indexed triangle mesh with per-vertex normals and linear RGB colours."""
-
-    positions: np.ndarray  # (V, 3) float64
-    normals: np.ndarray  # (V, 3) float32, unit length
-    colors: np.ndarray  # (V, 3) float32, linear RGB
-    triangles: np.ndarray  # (T, 3) int64
-
-    @property
-    def n_vertices(self) -> int:
-        return len(self.positions)
-
-    @property
-    def n_triangles(self) -> int:
-        return len(self.triangles)
-
-    def bounds(self) -> np.ndarray:
-        """(2, 3) min/max corner; a degenerate box at the origin when empty."""
-        if not len(self.positions):
-            return np.zeros((2, 3))
-        return np.stack([self.positions.min(axis=0), self.positions.max(axis=0)])
-
-    def transformed(self, m: np.ndarray) -> MeshData:
-        """This mesh with row-vector matrix ``m`` applied (normals by the inverse transpose)."""
-        m = np.asarray(m, dtype=np.float64)
-        pos = self.positions @ m[:3, :3] + m[3, :3]
-        lin = m[:3, :3]
-        det = np.linalg.det(lin)
-        if abs(det) > 1e-300:
-            nrm = self.normals.astype(np.float64) @ np.linalg.inv(lin).T
-        else:
-            nrm = self.normals.astype(np.float64)
-        tris = self.triangles if det >= 0 else self.triangles[:, ::-1]
-        return MeshData(pos, normalize(nrm).astype(np.float32), self.colors, np.ascontiguousarray(tris))
-
-
-def empty_mesh() -> MeshData:
-    return MeshData(np.zeros((0, 3)), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))
-
-
-def merge(meshes: list[MeshData]) -> MeshData:
-    """Concatenate meshes into one (indices offset)."""
-    meshes = [m for m in meshes if m.n_triangles]
-    if not meshes:
-        return empty_mesh()
-    offsets = np.cumsum([0] + [m.n_vertices for m in meshes[:-1]])
-    return MeshData(
-        np.concatenate([m.positions for m in meshes]),
-        np.concatenate([m.normals for m in meshes]),
-        np.concatenate([m.colors for m in meshes]),
-        np.concatenate([m.triangles + o for m, o in zip(meshes, offsets)]),
-    )
-
-
-def normalize(v: np.ndarray, fallback: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """Unit vectors; zero-length or non-finite rows become ``fallback``."""
-    v = np.asarray(v, dtype=np.float64)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    ok = np.isfinite(n) & (n > 1e-30)
-    out = np.where(ok, v / np.where(ok, n, 1.0), np.asarray(fallback, dtype=np.float64))
-    return out
-
-
-def triangulate(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fan-triangulate faces of ``counts`` vertices.
-
-    Returns ``(corners, face)``: ``corners`` (T, 3) index the face-vertex ("corner")
-    array, ``face`` (T,) the face each triangle came from. Faces with fewer than 3
-    vertices produce no triangles. Fans are exact for convex polygons (what DCC
-    tools write for n-gons); concave n-gons may overlap.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    starts = np.cumsum(counts) - counts
-    ntri = np.where(counts >= 3, counts - 2, 0)
-    total = int(ntri.sum())
-    if total == 0:
-        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
-    face = np.repeat(np.arange(len(counts)), ntri)
-    k = np.arange(total) - np.repeat(np.cumsum(ntri) - ntri, ntri)
-    s = starts[face]
-    return np.stack([s, s + k + 1, s + k + 2], axis=1), face
-
-
-def face_normals(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Area-weighted (unnormalised) triangle normals."""
-    a, b, c = points[tris[:, 0]], points[tris[:, 1]], points[tris[:, 2]]
-    return np.cross(b - a, c - a)
-
-
-def vertex_normals(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """Smooth, area-weighted vertex normals (unit length)."""
-    fn = face_normals(points, tris)
-    acc = np.zeros((len(points), 3))
-    for i in range(3):
-        np.add.at(acc, tris[:, i], fn)
-    return normalize(acc)
-
-
-def flat(points: np.ndarray, tris: np.ndarray, color: np.ndarray) -> MeshData:
-    """De-indexed mesh with one normal per triangle (hard edges)."""
-    tris = np.asarray(tris, dtype=np.int64)
-    pos = points[tris].reshape(-1, 3)
-    nrm = np.repeat(normalize(face_normals(points, tris)), 3, axis=0)
-    col = np.broadcast_to(np.asarray(color, np.float32), (len(pos), 3)).copy()
-    return MeshData(pos, nrm.astype(np.float32), col, np.arange(len(pos)).reshape(-1, 3))
-
+from ._mesh import MeshData, empty_mesh, merge, normalize
 
 # -- shapes ------------------------------------------------------------------------
 

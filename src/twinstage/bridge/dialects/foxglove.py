@@ -20,14 +20,13 @@ with the same send deadline as the twinstage dialect. Only ``subscribe`` and
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._foxglove_schemas import FRAME_TRANSFORMS, SCENE_UPDATE
-from ._session import Session, now
-from ._state import dumps
+from .._jsonio import dumps, parse_json
+from ..infra.session import Session, now
 
 SCENE_CHANNEL, TF_CHANNEL = 1, 2
 ROOT_FRAME = "world"
@@ -70,9 +69,9 @@ class FoxgloveSession(Session):
         super().__init__(server, ws, role, user)
         self.encoding = "json"
         m = server.mirror
-        self.table = server.twin.table
+        self.table = server.control.table
         self.n_prims = len(self.table.prims)
-        self.prims = server._prims
+        self.prims = server.hello_builder.prims
         self.subs: dict[int, int] = {}  # subscription id -> channel id
         self.dirty_scene = np.zeros(self.n_prims, dtype=bool)
         self.dirty_tf = np.zeros(self.n_prims, dtype=bool)
@@ -95,7 +94,7 @@ class FoxgloveSession(Session):
             return
         server = self.server
         self.start_sender()
-        self.queue(dumps({"op": "serverInfo", "name": f"twinstage {Path(server.twin.source or '').name}",
+        self.queue(dumps({"op": "serverInfo", "name": f"twinstage {server.control.scene_name}",
                           "capabilities": [], "supportedEncodings": [], "metadata": {"protocol": "twinstage.bridge", "role": self.role},
                           "sessionId": server.session}))
         self.queue(dumps({"op": "advertise", "channels": [
@@ -113,8 +112,6 @@ class FoxgloveSession(Session):
         self.queue(dumps({"op": "status", "level": level, "message": message}))
 
     def _handle(self, raw: Any) -> None:
-        from ._server import parse_json
-
         if not isinstance(raw, str):
             self._status(2, "client publishing is not supported (no clientPublish capability)")
             return

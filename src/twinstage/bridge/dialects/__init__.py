@@ -1,0 +1,1 @@
+"""Bridge dialects: ``twinstage`` (the native protocol) and ``foxglove`` (foxglove.websocket.v1)."""

@@ -1,0 +1,159 @@
+"""The listening socket: the websocket handshake (Origin, token, subprotocol), the optional
+static file server, one session per connection, the send-deadline watchdog and shutdown.
+
+The dialect is chosen by subprotocol (``foxglove.websocket.v1`` → Foxglove, else twinstage);
+everything a dialect needs from the twin it gets from the server, never from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import socket
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+
+from ... import __version__
+from .._messages import FOXGLOVE_SUBPROTOCOL, SUBPROTOCOL
+from .auth import Auth, origin_allowed
+from .session import Closed, Session, now
+
+log = logging.getLogger("twinstage.bridge")
+
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8", ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+def static_response(base: Path, path: str) -> Response:
+    """A file below ``base`` (no traversal), or 404."""
+    rel = urlsplit(path).path.lstrip("/") or "index.html"
+    target = (base / rel).resolve()
+    if not target.is_relative_to(base) or not target.is_file():
+        return Response(404, "Not Found", Headers([("Content-Type", "text/plain"), ("Content-Length", "10")]), b"not found\n")
+    body = target.read_bytes()
+    ctype = _TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    return Response(200, "OK", Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache"),
+                                        ("X-Content-Type-Options", "nosniff")]), body)
+
+
+class Listener:
+    """Accepts connections for a :class:`~twinstage.bridge.Server` (on its event loop)."""
+
+    def __init__(self, server: Any):
+        self.server = server
+        self.ws_server: Any = None
+        self.port = 0
+        self._watchdog_task: asyncio.Task | None = None
+
+    async def start(self) -> int:
+        s = self.server
+        self.ws_server = await ws_serve(
+            self._handler, s.host, s.requested_port, compression=None, max_size=s.max_message_bytes, max_queue=16, write_limit=s.write_limit,
+            ping_interval=s.ping_interval, ping_timeout=s.ping_interval, close_timeout=s.send_deadline, open_timeout=10,
+            process_request=self._process_request, select_subprotocol=self._select_subprotocol, logger=s.wslog,
+            server_header=f"twinstage/{__version__}",
+        )
+        sock = next(iter(self.ws_server.sockets))
+        self.port = sock.getsockname()[1]
+        self._watchdog_task = asyncio.get_running_loop().create_task(self._watchdog())
+        return self.port
+
+    async def _watchdog(self) -> None:
+        """Abort connections whose current send has taken longer than its deadline."""
+        period = max(0.02, min(0.25, self.server.send_deadline / 4))
+        while True:
+            await asyncio.sleep(period)
+            t = now()
+            for s in list(self.server.sessions):
+                s.check_deadline(t)
+
+    async def shutdown(self) -> None:
+        """Stop listening; close every client with 1001 (going away), abort those that do not finish in time."""
+        server = self.server
+        if self.ws_server is not None:
+            self.ws_server.close(close_connections=False)
+        for s in list(server.sessions):
+            s.close(1001, "server shutting down")
+        end = now() + server.send_deadline + 1
+        while server.sessions and now() < end:
+            await asyncio.sleep(0.02)
+        for s in list(server.sessions):
+            s.abort()
+        if self.ws_server is not None:
+            try:
+                await asyncio.wait_for(self.ws_server.wait_closed(), 3)
+            except Exception:
+                pass
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+
+    # -- handshake -------------------------------------------------------------------------
+    def _select_subprotocol(self, connection: Any, offered: Sequence[str]) -> str | None:
+        if FOXGLOVE_SUBPROTOCOL in offered:
+            return FOXGLOVE_SUBPROTOCOL
+        if SUBPROTOCOL in offered:
+            return SUBPROTOCOL
+        return None
+
+    def _process_request(self, connection: Any, request: Any) -> Response | None:
+        s = self.server
+        headers = request.headers
+        if "websocket" not in headers.get("Upgrade", "").lower():
+            if s.http_dir is not None:
+                return static_response(s.http_dir, request.path)
+            return None
+        origin = headers.get("Origin")
+        if not origin_allowed(origin, s.origins, headers.get("Host")):
+            s.count("rejected_origin")
+            return connection.respond(403, "Forbidden: Origin not allowed\n")
+        connection.twinstage_hello = "compact" if "hello=compact" in urlsplit(request.path).query.split("&") else "rows"
+        secret = Auth.from_request(request.path, headers)
+        if secret is not None:
+            tok = s.auth.check(secret)
+            if tok is None:
+                s.count("rejected_token")
+                return connection.respond(401, "Unauthorized\n")
+            connection.twinstage_auth = (tok.role, tok.name)
+        elif s.auth.anonymous is not None:
+            connection.twinstage_auth = (s.auth.anonymous, "")
+        elif origin is not None:
+            connection.twinstage_auth = None  # a browser: it authenticates with its first message
+        else:
+            s.count("rejected_token")
+            return connection.respond(401, "Unauthorized\n")
+        return None
+
+    async def _handler(self, ws: Any) -> None:
+        server = self.server
+        if server.send_buffer:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(server.send_buffer))
+        auth = getattr(ws, "twinstage_auth", None)
+        role, user = auth if auth else (None, "")
+        if ws.subprotocol == FOXGLOVE_SUBPROTOCOL:
+            from ..dialects.foxglove import FoxgloveSession
+
+            session: Session = FoxgloveSession(server, ws, role, user)
+        else:
+            from ..dialects.twinstage import TwinSession
+
+            session = TwinSession(server, ws, role, user)
+        server.sessions.add(session)
+        server.count("connections")
+        try:
+            await session.run()
+        except (ConnectionClosed, Closed):
+            pass
+        except Exception:
+            log.exception("bridge client %d: handler failed", session.id)
+        finally:
+            await session.finish()
+            server.sessions.discard(session)

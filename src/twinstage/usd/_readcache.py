@@ -1,0 +1,130 @@
+"""On-disk cache of the twin attributes read from a layer, keyed by the file's content.
+
+:func:`~twinstage.usd.read_twin` reads each spec's ``twin:*`` attributes once per
+layer; for a layer backed by an unmodified file it stores them here, under the
+SHA-256 of the file's bytes (plus the file format, the USD version and this
+format's version), so a later open of the same bytes skips reading them through
+the API. A layer that is anonymous, has unsaved edits, or lives inside a package
+(``.usdz``) is never cached.
+
+Where: ``TWINSTAGE_READ_CACHE`` (a folder; ``0``/``off`` turns it off), else
+``$XDG_CACHE_HOME/twinstage/read`` (``~/.cache/twinstage/read``). Entries are
+pickles of plain tuples, dicts, strings and numbers, loaded with an unpickler that
+refuses every class and function, so a planted file cannot run code; a file that
+does not load is ignored. The folder keeps the :data:`MAX_FILES` most recently
+used entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import pickle
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pxr import Sdf, Usd
+
+#: bump when the stored layout changes
+FORMAT = 1
+MAX_FILES = 64
+_OFF = ("0", "off", "false", "no", "")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:  # noqa: ARG002
+        raise pickle.UnpicklingError(f"the twin read cache holds plain data only, not {module}.{name}")
+
+
+def default_dir() -> Path | None:
+    env = os.environ.get("TWINSTAGE_READ_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in _OFF else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "twinstage" / "read"
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Cache:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @classmethod
+    def open(cls, cache: bool | str | os.PathLike[str] | None) -> "Cache | None":
+        if cache is False:
+            return None
+        folder = default_dir() if cache is None or cache is True else Path(cache)
+        if folder is None and cache is True:
+            folder = Path(os.path.expanduser("~")) / ".cache" / "twinstage" / "read"
+        return cls(folder) if folder is not None else None
+
+    def key_for(self, layer: Sdf.Layer) -> str | None:
+        """The cache key of ``layer``'s content, or None where the layer is not cacheable."""
+        if layer.anonymous or layer.dirty:
+            return None
+        real = layer.realPath
+        if not real or "[" in real or not os.path.isfile(real):
+            return None
+        fmt = layer.GetFileFormat().formatId
+        if fmt not in ("usda", "usdc", "usd"):
+            return None
+        try:
+            digest = file_sha256(real)
+        except OSError:
+            return None
+        version = ".".join(str(v) for v in Usd.GetVersion())
+        args = layer.GetFileFormatArguments()
+        if args:  # the same bytes read with other arguments may be other content
+            digest += "-" + hashlib.sha256(repr(sorted(args.items())).encode()).hexdigest()[:16]
+        return f"{digest}-{fmt}-usd{version}-v{FORMAT}"
+
+    def _file(self, key: str) -> Path:
+        return self.folder / f"{key}.pickle"
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        p = self._file(key)
+        try:
+            data = p.read_bytes()
+            value = _PlainUnpickler(io.BytesIO(data)).load()
+        except Exception:  # noqa: BLE001 - missing, unreadable or malformed: a miss
+            return None
+        if not isinstance(value, dict) or value.get("key") != key or not isinstance(value.get("specs"), dict):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(p)  # most recently used
+        return value["specs"]
+
+    def store(self, key: str, specs: dict[str, Any]) -> bool:
+        """Write atomically (temp file + rename); a failure leaves no file and is not an error."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target = self._file(key)
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+            with tmp.open("wb") as f:
+                pickle.dump({"key": key, "specs": specs}, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                tmp.unlink()
+            return False
+        self._prune()
+        return True
+
+    def _prune(self) -> None:
+        try:
+            files = sorted(self.folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        except OSError:
+            return
+        for p in files[MAX_FILES:]:
+            with contextlib.suppress(OSError):
+                p.unlink()
