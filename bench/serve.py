@@ -89,23 +89,54 @@ def client_main() -> None:
     print(json.dumps(out))
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the serve process and its fan-out workers)."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _rss_mb(pid: int) -> float:
-    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if ln.startswith("VmRSS:"):
-            return int(ln.split()[1]) / 1024.0
-    return float("nan")
+    """RSS of the serve process and its workers together (MB)."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            for ln in Path(f"/proc/{p}/status").read_text().splitlines():
+                if ln.startswith("VmRSS:"):
+                    total += int(ln.split()[1]) / 1024.0
+        except OSError:
+            continue
+    return total
 
 
-def run(scene: Path, rate: float, clients: int, procs: int, seconds: float, hello: str) -> dict[str, Any]:
+def run(scene: Path, rate: float, clients: int, procs: int, seconds: float, hello: str, fanout: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         tokens = Path(d) / "tokens.txt"
         tokens.write_text(TOKEN + "\n")
-        srv = subprocess.Popen([sys.executable, "-u", "-m", "twinstage", "serve", str(scene), "--port", "0", "--rate", str(rate), "--tokens", str(tokens)],
+        srv = subprocess.Popen([sys.executable, "-u", "-m", "twinstage", "serve", str(scene), "--port", "0", "--rate", str(rate), "--tokens", str(tokens),
+                                "--fanout-procs", str(fanout)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         url = None
@@ -166,6 +197,7 @@ def main() -> int:
         p.add_argument("--rate", type=float, default=60.0)
         p.add_argument("--seconds", type=float, default=None, help="measured seconds (default 10, quick 3)")
         p.add_argument("--hello", choices=("compact", "rows"), default="compact", help="the hello layout the clients ask for")
+        p.add_argument("--fanout-procs", type=int, default=2, help="worker processes of the fan-out run (serve --fanout-procs; 0: skip it)")
 
     args = parse_args("twinstage serve end to end: connect storm, msg/s, lag, server CPU", extra)
     q = args.quick
@@ -186,16 +218,26 @@ def main() -> int:
         base = run(scene, rate, 1, 1, seconds, args.hello)
         log(args, f"{clients} clients in {procs} processes ...")
         storm = run(scene, rate, clients, procs, seconds, args.hello)
+        runs = [("1 client", base, 1, "single"), (f"{clients} clients (storm)", storm, clients, "storm")]
+        fan = None
+        if args.fanout_procs:
+            log(args, f"{clients} clients in {procs} processes, serve --fanout-procs {args.fanout_procs} ...")
+            fan = run(scene, rate, clients, procs, seconds, args.hello, fanout=args.fanout_procs)
+            runs.append((f"{clients} clients, --fanout-procs {args.fanout_procs}", fan, clients, "fanout"))
     rows = []
-    for name, r, n in (("1 client", base, 1), (f"{clients} clients (storm)", storm, clients)):
+    for name, r, n, key in runs:
         rows.append([name, f"{r['connected']}/{n}", r["within_5s"], r["connect_p50_s"], r["connect_max_s"], r["msg_s_min"], r["msg_s_median"],
                      r["lag_p50_ms"], r["lag_p99_ms"], r["lag_p99_ms"] / tick_ms, r["merged"], r["server_cpu_pct"], r["server_rss_idle_mb"],
                      r["server_rss_end_mb"]])
-        key = "single" if n == 1 else "storm"
         for f, v in r.items():
             rep.figure(f"{key}_{f}", v)
     rep.figure("lag_p99_ratio", storm["lag_p99_ms"] / base["lag_p99_ms"])
     rep.figure("rss_per_client_mb", (storm["server_rss_end_mb"] - storm["server_rss_idle_mb"]) / clients)
+    rep.figure("rss_idle_per_10k_assets_mb", base["server_rss_idle_mb"] * 10_000 / assets)
+    if fan is not None:
+        rep.figure("fanout_lag_p99_ratio", fan["lag_p99_ms"] / storm["lag_p99_ms"])  # < 1: the workers beat one process
+        rep.figure("fanout_msg_s_min_ratio", fan["msg_s_min"] / max(storm["msg_s_min"], 1e-9))
+        rep.figure("fanout_rss_per_client_mb", (fan["server_rss_end_mb"] - fan["server_rss_idle_mb"]) / clients)
     rep.table(f"twinstage serve, {assets} machines + {assets // 10} items at {rate:g} Hz, binary, everything subscribed, {args.hello} hello",
               ["run", "connected", "≤ 5 s", "connect p50 s", "connect max s", "msg/s min", "msg/s median", "lag p50 ms", "lag p99 ms", "p99 ticks",
                "merged", "server CPU %", "RSS idle MB", "RSS end MB"], rows)
@@ -204,7 +246,14 @@ def main() -> int:
     rep.target(f"every client ≥ {rate - 5:g} msg/s (or merged)", "storm_msg_s_min", storm["msg_s_min"], rate - 5, higher_is_better=True)
     rep.note("server CPU: over the whole client run (connect storm included), % of one core")
     rep.note("lag = client receive time − frame wall time, both time.time() on this machine; client processes share its cores with the server")
-    rep.note("the server is one process (twin tick + fan-out in one interpreter): the multi-process fan-out is not built")
+    rep.note("single process: twin tick + fan-out in one interpreter; --fanout-procs N: the twin alone, N worker processes fan out "
+             "(CPU and RSS are the process tree's)")
+    if fan is not None:
+        rep.target(f"--fanout-procs {args.fanout_procs}: all {clients} connected within 5 s", "fanout_within_5s", fan["within_5s"], clients,
+                   higher_is_better=True)
+        rep.target(f"--fanout-procs {args.fanout_procs}: lag p99 ≤ 2 ticks", "fanout_lag_p99_ms", fan["lag_p99_ms"], 2 * tick_ms)
+        rep.target(f"--fanout-procs {args.fanout_procs}: every client ≥ {rate - 5:g} msg/s", "fanout_msg_s_min", fan["msg_s_min"], rate - 5,
+                   higher_is_better=True)
     return rep.finish()
 
 

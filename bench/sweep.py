@@ -45,6 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--duration", type=float, default=30.0, help="sim seconds per run (10 Hz)")
+    ap.add_argument("--repeat", type=int, default=1, help="repeat the three sweeps; walls are medians (default 1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -62,7 +63,7 @@ def main() -> int:
 
     spec_path.write_text(yaml.safe_dump(_spec(args.duration)))
     ranges = {"Valve2.opening": "0.2:1.0", "Valve1.opening": "0.35:1.0"}
-    walls: dict[str, float] = {}
+    walls: dict[str, list[float]] = {"local1": [], "local2": [], "dask2": []}
     tables = {}
     try:
         # per-run overhead, measured apart
@@ -86,16 +87,17 @@ def main() -> int:
         run_scenario(spec, record=tmp / "one.usdc")
         recorded = time.perf_counter() - t
 
-        for name, kw in (("local1", {"workers": 1}), ("local2", {"workers": 2}), ("dask2", None)):
+        for rep, (name, kw) in ((r, x) for r in range(args.repeat) for x in (("local1", {"workers": 1}), ("local2", {"workers": 2}), ("dask2", None))):
+            shutil.rmtree(tmp / name, ignore_errors=True)  # every repeat runs every point again
             t = time.perf_counter()
             if kw is None:
                 with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
                     t = time.perf_counter()  # the cluster's own start is not the sweep's
                     res = run_sweep(spec_path, tmp / name, grid=ranges, samples=args.runs, seed=1, scheduler=cluster.scheduler_address, progress=False)
-                    walls[name] = time.perf_counter() - t
+                    walls[name].append(time.perf_counter() - t)
             else:
                 res = run_sweep(spec_path, tmp / name, grid=ranges, samples=args.runs, seed=1, progress=False, **kw)
-                walls[name] = time.perf_counter() - t
+                walls[name].append(time.perf_counter() - t)
             if res.failed:
                 print(f"{name}: {len(res.failed)} runs failed: {res.failed[0]['error']}", file=sys.stderr)
                 return 1
@@ -107,8 +109,10 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    all_walls = walls
+    walls = {k: statistics.median(v) for k, v in all_walls.items()}
     out = {
-        "runs": args.runs, "ticks_per_run": int(args.duration * 10),
+        "runs": args.runs, "repeat": args.repeat, "walls_s": all_walls, "ticks_per_run": int(args.duration * 10),
         "wall_local1_s": walls["local1"], "wall_local2_s": walls["local2"], "wall_dask2_s": walls["dask2"],
         "speedup_2w_ratio": walls["local1"] / walls["local2"],
         "dask_vs_local_ratio": walls["dask2"] / walls["local2"],
@@ -120,7 +124,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(out))
         return 0 if identical else 1
-    print(f"{args.runs} runs × {out['ticks_per_run']} ticks (pump testbed, seeded LHS over two valve openings)")
+    print(f"{args.runs} runs × {out['ticks_per_run']} ticks (pump testbed, seeded LHS over two valve openings); median of {args.repeat}")
     print(f"{'executor':<22}{'wall s':>9}{'runs/s':>9}{'ratio':>9}")
     print(f"{'1 local worker':<22}{walls['local1']:>9.2f}{args.runs / walls['local1']:>9.1f}{1.0:>9.2f}")
     print(f"{'2 local workers':<22}{walls['local2']:>9.2f}{args.runs / walls['local2']:>9.1f}{out['speedup_2w_ratio']:>9.2f}  (speedup vs 1)")

@@ -12,6 +12,15 @@ import pytest
 from _testdata import DATA_SKIP, REQUIRE_DATA, ROOT, SHARED_DATA  # noqa: F401  (one definition, importable by test modules)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _read_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Twin opens cache what they read per layer content hash; tests keep that cache in their own tmp dir."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TWINSTAGE_READ_CACHE", str(tmp_path_factory.mktemp("read-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (SKAB CSVs, usd-wg assets). Missing: the test is skipped (one summary line),

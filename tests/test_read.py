@@ -132,8 +132,10 @@ def test_references_payloads_variants_inherits(tmp_path):
     stage.SetEditTarget(stage.GetSessionLayer())
     stage.GetPrimAtPath("/Plant/P2").GetAttribute("twin:level").Set(0.75)
     stage.GetPrimAtPath("/Plant/P3").GetVariantSet("size").SetVariantSelection("small")
+    # time samples in a stronger layer do not hide a weaker default (values are read at the default time)
+    stage.GetPrimAtPath("/Plant/P0").GetAttribute("twin:count").Set(9, 5.0)
     _same(stage, tmp_path / "cache")
-    assert {(d.prim, d.name): d.value for d in read_twin(stage).declarations}[("/Plant/P2", "level")] == 0.75
+    assert {(d.prim, d.name): d.value for d in read_twin(stage, cache=False).declarations}[("/Plant/P2", "level")] == 0.75
 
 
 def test_unsaved_edits_are_read_not_cached(pump_scene, tmp_path):
@@ -302,3 +304,53 @@ def test_random_declarations(tmp_path_factory, decls, n):
             declare_attribute(prim, name, type_, value, unit=unit, role=role, description=f"{name} of {i}")
     stage.GetRootLayer().Save()
     _same(open_stage(d / "r.usda"), d / "cache")
+
+
+# -- the whole description, cached per stage ---------------------------------------------
+
+
+def test_a_warm_open_is_served_from_the_stage_description(factory_1k, tmp_path):
+    stage = open_stage(factory_1k)
+    want = _reference(stage)
+    cache = tmp_path / "cache"
+    assert "description_cached" not in read_twin(stage, cache=cache).stats  # primes it
+    again = open_stage(factory_1k)
+    got = read_twin(again, cache=cache)
+    assert got.stats.get("description_cached") is True
+    assert (got.assets, got.declarations) == want
+    # opened another way (payloads unloaded): another key, read afresh
+    assert _readcache.Cache(cache).stage_key(open_stage(factory_1k, load="none"), {}) != _readcache.Cache(cache).stage_key(again, {})
+
+
+def test_an_edited_session_layer_or_anonymous_sublayer_is_not_served_from_the_description(pump_scene, tmp_path):
+    cache = tmp_path / "cache"
+    read_twin(open_stage(pump_scene), cache=cache)
+    stage = open_stage(pump_scene)
+    assert _readcache.Cache(cache).stage_key(stage, {}) is not None
+    stage.SetEditTarget(stage.GetSessionLayer())
+    stage.GetPrimAtPath("/Testbed/Valve1").GetAttribute("twin:opening").Set(0.125)
+    assert _readcache.Cache(cache).stage_key(stage, {}) is None
+    got = read_twin(stage, cache=cache)
+    assert "description_cached" not in got.stats
+    assert {(d.prim, d.name): d.value for d in got.declarations}[("/Testbed/Valve1", "opening")] == 0.125
+    other = open_stage(pump_scene)
+    other.GetSessionLayer().subLayerPaths.append(Sdf.Layer.CreateAnonymous().identifier)
+    assert _readcache.Cache(cache).stage_key(other, {}) is None
+
+
+def test_a_malformed_or_wrong_description_entry_is_a_miss(pump_scene, tmp_path):
+    stage = open_stage(pump_scene)
+    want = _reference(stage)
+    cache = _readcache.Cache(tmp_path / "cache")
+    read_twin(stage, cache=cache.folder)
+    key = cache.stage_key(stage, {})
+    good = cache.load(key)
+    assert good and len(good["paths"]) == len(want[0])
+    wrong_value = dict(good, decl_value=[(v + 1 if isinstance(v, float) else v) for v in good["decl_value"]])
+    missing_decl = dict(good, decl_prim=good["decl_prim"][:-1], decl_template=good["decl_template"][:-1], decl_value=good["decl_value"][:-1])
+    for bad in (wrong_value, missing_decl, dict(good, fields=[[], [], []]), dict(good, paths=[1] * len(good["paths"])), dict(good, templates=[("x",)])):
+        cache.store(key, bad)
+        got = read_twin(stage, cache=cache.folder)
+        assert "description_cached" not in got.stats
+        assert (got.assets, got.declarations) == want
+    assert read_twin(stage, cache=cache.folder).stats.get("description_cached") is True  # re-stored the right one

@@ -140,11 +140,12 @@ def test_columnar_state_equals_table_every_tick(pump_scene):
 
 
 def test_live_specs_are_made_on_first_write_with_the_stage_type(pump_scene):
-    """Prims get an ``over`` at start; an attribute spec appears with its first write, typed
-    as on the stage, and an entry that never changes never gets one."""
+    """A prim's ``over`` and an attribute spec appear with its first write, typed as on the
+    stage; an entry that never changes never gets one (nor does a prim none of whose entries do)."""
     twin = twinstage.open(pump_scene, write_budget_s=None)
+    drives = {twin.table.prims[int(ch.prim_index[r])] for ch in twin.table.channels.values() for r, d in enumerate(ch.drives) if d}
     for prim in twin.table.prims:
-        assert twin.live_layer.GetPrimAtPath(prim) is not None, prim
+        assert (twin.live_layer.GetPrimAtPath(prim) is not None) == (prim in drives), prim
     assert all(twin.live_layer.GetAttributeAtPath(_attr_path(p, n)) is None for p, n, _ in _entries(twin.table))
     twin.set("/Testbed/Valve1", opening=0.4)
     written = set()
@@ -161,6 +162,9 @@ def test_live_specs_are_made_on_first_write_with_the_stage_type(pump_scene):
             assert _same(spec.default, twin.table[name][r])
         else:
             assert spec is None, (prim, name)
+    touched = {p for p, _ in written} | drives
+    for prim in twin.table.prims:
+        assert (twin.live_layer.GetPrimAtPath(prim) is not None) == (prim in touched), prim
     twin.close()
 
 

@@ -1,7 +1,9 @@
-// twinstage browser client: builds a three.js scene from the bridge's hello + snapshot and
-// animates it from deltas (JSON or binary). Protocol: docs/protocol.md.
+// twinstage browser client: loads the scene's GLB that the bridge announces in hello (three.js
+// GLTFLoader; nodes carry extras.twinId = prim path), falls back to a box per asset without one,
+// and colours/moves the twin's nodes from deltas (JSON or binary). Protocol: docs/protocol.md.
 // State for scripts and tests lives in window.twin.
 import * as THREE from './vendor/three.module.js';
+import { adoptNode, loadSceneGlb } from './gltf.js';
 import { decodeBinary, formatUnit, ramp } from './protocol.js';
 
 const params = new URLSearchParams(location.search);
@@ -10,16 +12,17 @@ const token = params.get('token');
 const encoding = params.get('encoding') || 'binary';
 const prefixes = params.getAll('prefix');
 const maxRate = Number(params.get('maxRate') || 0);
+const useGlb = params.get('glb') !== '0';  // ?glb=0: a box per asset even when the server has the scene's GLB
 
 const twin = window.twin = {
   status: 'connecting', hello: null, role: '', seq: 0, tick: 0, simTime: 0, wallTime: 0,
   snapshots: 0, deltas: 0, gaps: 0, merged: 0, frames: 0,
   values: new Float64Array(0), vec3: new Float64Array(0), quality: new Uint8Array(0), known: new Uint8Array(0),
-  meshes: new Map(), alarms: [], events: [], errors: [], structure: [], replies: new Map(), closeCode: null, closeReason: '',
+  meshes: new Map(), nodes: new Map(), glb: 'none', alarms: [], events: [], errors: [], structure: [], replies: new Map(), closeCode: null, closeReason: '',
   reason: '', notice: '',  // why the page is not (fully) connected: '', 'no-token', 'wrong-token', 'read-only', 'forbidden', 'unreachable', 'server-gone', 'closed'
   request, set: (prim, attribute, value, unit = '') => request({ type: 'set', prim, attribute, value, unit }),
   command: (command, steps = 0) => request({ type: 'command', command, steps, scenario: '' }),
-  value, render: () => renderOnce(), pixelStats, formatUnit,
+  value, render: () => renderOnce(), pixelStats, partPixels, colorOf, formatUnit,
 };
 
 // ---- why we are not connected: one line a person can act on ---------------------------
@@ -38,7 +41,8 @@ view.appendChild(renderer.domElement);
 const scene = new THREE.Scene();
 scene.background = new THREE.Color(0x1b1e23);
 const camera = new THREE.PerspectiveCamera(45, 1, 0.05, 5000);
-scene.add(new THREE.HemisphereLight(0xffffff, 0x444455, 2.2));
+const hemi = new THREE.HemisphereLight(0xffffff, 0x444455, 2.2);
+scene.add(hemi);
 const sun = new THREE.DirectionalLight(0xffffff, 1.5);
 sun.position.set(3, -4, 6);
 scene.add(sun);
@@ -54,29 +58,31 @@ function resize() {
 }
 window.addEventListener('resize', resize);
 
+function setColor(obj, rgb) { for (const m of obj.userData.materials) m.color.setRGB(rgb[0], rgb[1], rgb[2]); }
+function colorOf(path) { const o = twin.meshes.get(path); return o ? '#' + o.userData.materials[0].color.getHexString() : undefined; }
+
 function addPrim(p, twinPrim) {
   const size = p.size.some(v => v > 0) ? p.size : [0.2, 0.2, 0.2];
   const geom = new THREE.BoxGeometry(size[0], size[1], size[2]);
   const mat = new THREE.MeshStandardMaterial({ color: grey.clone(), roughness: 0.7, metalness: 0.1 });
   const mesh = new THREE.Mesh(geom, mat);
   mesh.position.set(p.position[0] + p.center[0], p.position[1] + p.center[1], p.position[2] + p.center[2]);
-  mesh.userData = { prim: p, twinPrim };
+  mesh.userData = { prim: p, twinPrim, materials: [mat], box: true };
   scene.add(mesh);
   twin.meshes.set(p.path, mesh);
 }
 
 function buildScene(hello) {
-  for (const m of twin.meshes.values()) scene.remove(m);
-  twin.meshes.clear();
-  if (hello.upAxis === 'Z') camera.up.set(0, 0, 1);
+  for (const m of twin.meshes.values()) m.removeFromParent();
+  twin.meshes.clear(); twin.nodes.clear();
+  if (glbRoot) { glbRoot.removeFromParent(); glbRoot = null; }
+  if (hello.upAxis === 'Z') { camera.up.set(0, 0, 1); hemi.position.set(0, 0, 1); }
   hello.prims.forEach(p => addPrim(p, true));
   hello.added.forEach(p => addPrim(p, false));
   for (const path of hello.removed) removePrim(path);
-  const box = new THREE.Box3();
-  for (const m of twin.meshes.values()) box.expandByObject(m);
-  const c = box.getCenter(new THREE.Vector3()), r = Math.max(box.getSize(new THREE.Vector3()).length() / 2, 1);
-  camera.position.set(c.x + r * 1.4, c.y - r * 1.8, c.z + r * 1.2);
-  camera.lookAt(c);
+  frame(Array.from(twin.meshes.values()));
+  if (hello.glb && hello.glb.url && useGlb) loadGlb(hello);
+  else twin.glb = 'none';
   const n = hello.attributes.length;
   twin.values = new Float64Array(n); twin.vec3 = new Float64Array(3 * n);
   twin.quality = new Uint8Array(n); twin.known = new Uint8Array(n);
@@ -91,10 +97,51 @@ function buildScene(hello) {
   buildTable(hello);
 }
 
+function frame(objects) {
+  const box = new THREE.Box3();
+  for (const m of objects) box.expandByObject(m);
+  if (box.isEmpty()) return;
+  const c = box.getCenter(new THREE.Vector3()), r = Math.max(box.getSize(new THREE.Vector3()).length() / 2, 1);
+  if (camera.up.z === 1) camera.position.set(c.x + r * 0.9, c.y - r * 1.7, c.z + r * 1.0);
+  else camera.position.set(c.x + r * 0.9, c.y + r * 1.0, c.z + r * 1.7);
+  camera.lookAt(c);
+}
+
+// The scene's GLB (gltf.js): twin prims' nodes replace their boxes, the rest is scenery.
+let glbRoot = null;
+async function loadGlb(hello) {
+  twin.glb = 'loading';
+  const session = hello.session;
+  let root, nodes;
+  try { ({ root, nodes } = await loadSceneGlb(new URL(hello.glb.url, wsUrl.replace(/^ws/, 'http')).href, token)); } catch (e) {
+    twin.glb = `failed: ${e.message || e}`;
+    twin.errors.push(`scene GLB: ${e.message || e}`);
+    return;
+  }
+  if (!twin.hello || twin.hello.session !== session) return;  // a newer server answered meanwhile
+  twin.nodes = nodes;
+  for (const p of [...hello.prims, ...hello.added]) {
+    const node = nodes.get(p.path), box = twin.meshes.get(p.path);
+    if (!node || !box) continue;
+    adoptNode(node, p, box.userData.twinPrim);
+    node.position.copy(box.position).sub(new THREE.Vector3(p.center[0], p.center[1], p.center[2]));  // where deltas moved it so far
+    box.removeFromParent();
+    twin.meshes.set(p.path, node);
+  }
+  for (const path of hello.removed) for (const [k, o] of twin.nodes) if (k === path || k.startsWith(path + '/')) o.visible = false;
+  scene.add(root);
+  glbRoot = root;
+  for (const [i, m] of twin.moverOf) if (m && twin.meshes.has(m.userData.prim.path)) twin.moverOf.set(i, twin.meshes.get(m.userData.prim.path));
+  frame([root]);
+  recolour();
+  twin.glb = 'loaded';
+}
+
 function removePrim(path) {
   for (const [k, m] of twin.meshes) {
-    if (k === path || k.startsWith(path + '/')) { scene.remove(m); twin.meshes.delete(k); }
+    if (k === path || k.startsWith(path + '/')) { m.removeFromParent(); twin.meshes.delete(k); }
   }
+  for (const [k, o] of twin.nodes) if (k === path || k.startsWith(path + '/')) o.visible = false;
 }
 
 // ---- state ------------------------------------------------------------------------------
@@ -122,10 +169,10 @@ function apply(kind, f) {
     for (let c = 0; c < 3; c++) twin.vec3[3 * i + c] = f.vec3Values[3 * k + c];
     twin.quality[i] = f.vec3Quality[k]; twin.known[i] = 1;
     const mesh = twin.moverOf.get(i);
-    if (mesh) {
-      const p = mesh.userData.prim;
-      mesh.position.set(p.origin[0] + f.vec3Values[3 * k] + p.center[0], p.origin[1] + f.vec3Values[3 * k + 1] + p.center[1],
-                        p.origin[2] + f.vec3Values[3 * k + 2] + p.center[2]);
+    if (mesh) {  // a box sits at its bounds' centre, a GLB node at the prim's origin
+      const p = mesh.userData.prim, c = mesh.userData.box ? p.center : [0, 0, 0];
+      mesh.position.set(p.origin[0] + f.vec3Values[3 * k] + c[0], p.origin[1] + f.vec3Values[3 * k + 1] + c[1],
+                        p.origin[2] + f.vec3Values[3 * k + 2] + c[2]);
     }
   }
   twin.seq = f.seq; twin.tick = f.tick; twin.simTime = f.simTime; twin.wallTime = f.wallTime;
@@ -143,7 +190,7 @@ function recolour() {
     if (q & 16) rgb = [0.9, 0.1, 0.9];
     else if (q & 2) rgb = [1, 0, 0];
     else rgb = ramp(a.max > a.min ? (twin.values[p.colorBy] - a.min) / (a.max - a.min) : 0.5);
-    mesh.material.color.setRGB(rgb[0], rgb[1], rgb[2]);
+    setColor(mesh, rgb);
   }
 }
 
@@ -343,6 +390,18 @@ function pixelStats() {
   const bg = [0x1b, 0x1e, 0x23];
   for (let i = 0; i < px.length; i += 4) if (Math.abs(px[i] - bg[0]) + Math.abs(px[i + 1] - bg[1]) + Math.abs(px[i + 2] - bg[2]) > 24) lit++;
   return { width: w, height: h, lit };
+}
+// Lit pixels of the parts whose id (twinId, or usdPath for scenery) passes ``pred`` (a prefix
+// string or a function), everything else hidden for one render: is this part on screen?
+function partPixels(pred) {
+  const test = typeof pred === 'function' ? pred : id => id === pred || id.startsWith(pred + '/');
+  const hidden = [];
+  const keep = new Set();
+  for (const [id, o] of twin.nodes) if (test(id)) o.traverse(x => keep.add(x));
+  for (const [id, o] of twin.meshes) if (test(id)) o.traverse(x => keep.add(x));
+  scene.traverse(o => { if (o.isMesh && o.visible && !keep.has(o)) { hidden.push(o); } });
+  for (const o of hidden) o.visible = false;
+  try { return pixelStats(); } finally { for (const o of hidden) o.visible = true; }
 }
 function loop() { updateTable(); renderOnce(); requestAnimationFrame(loop); }
 

@@ -25,6 +25,9 @@ public class TwinBridgeClient : MonoBehaviour
     [Tooltip("Create a cube per asset; otherwise look up children of this object named like the prim (last path part).")]
     public bool buildScene = true;
 
+    [Tooltip("Objects come from elsewhere (TwinGltfScene: the scene's GLB via glTFast); do not build or look up any.")]
+    public bool externalScene = false;
+
     public TwinState State { get; private set; } = new TwinState();
     public string Status { get; private set; } = "disconnected";
 
@@ -57,7 +60,7 @@ public class TwinBridgeClient : MonoBehaviour
             switch (type)
             {
                 case "hello":
-                    if (buildScene && objects.Count == 0) Build(State.Hello); else MapExisting(State.Hello);
+                    if (externalScene) { } else if (buildScene && objects.Count == 0) Build(State.Hello); else MapExisting(State.Hello);
                     Status = "subscribing";
                     var sub = new SubscribeMessage { id = connection.NextId(), prefixes = prefixes, encoding = binary ? "binary" : "json", maxRate = maxRate };
                     _ = connection.SendAsync(sub);
@@ -102,7 +105,22 @@ public class TwinBridgeClient : MonoBehaviour
 
     Vector3 ToUnity(double[] v, float scale) { return new Vector3((float)v[0], (float)v[2], (float)v[1]) * scale; }
 
-    void Build(Hello h)
+    // Objects placed by the scene's GLB (glTFast): prim path -> the GameObject of its glTF node.
+    // Those nodes sit below the GLB's root node, which converts stage axes and units, so a node's
+    // local position is in stage coordinates (mirrored in x by glTFast's handedness conversion).
+    bool gltfPlacement;
+    public void UseGltfObjects(IDictionary<string, Transform> map)
+    {
+        objects.Clear();
+        foreach (var kv in map) objects[kv.Key] = kv.Value;
+        gltfPlacement = true;
+        if (State.Hello != null) { Movers(State.Hello); Refresh(); }
+    }
+
+    // A cube per asset (what buildScene does), for a server without a GLB.
+    public void BuildBoxes() { if (State.Hello != null && objects.Count == 0) { gltfPlacement = false; Build(State.Hello); } }
+
+    public void Build(Hello h)
     {
         float s = (float)h.metersPerUnit;
         foreach (var p in h.prims)
@@ -153,21 +171,36 @@ public class TwinBridgeClient : MonoBehaviour
         {
             Transform t;
             if (p.colorBy < 0 || !State.Known[p.colorBy] || !objects.TryGetValue(p.path, out t)) continue;
-            var r = t.GetComponent<Renderer>();
-            if (r == null) continue;
             var a = h.attributes[p.colorBy];
             int q = State.Quality[p.colorBy];
-            r.material.color = (q & 16) != 0 ? Color.magenta : (q & 2) != 0 ? Color.red
-                : Ramp(a.max > a.min ? (float)((State.Values[p.colorBy] - a.min) / (a.max - a.min)) : 0.5f);
+            SetColor(t, (q & 16) != 0 ? Color.magenta : (q & 2) != 0 ? Color.red
+                : Ramp(a.max > a.min ? (float)((State.Values[p.colorBy] - a.min) / (a.max - a.min)) : 0.5f));
         }
         foreach (var kv in moverOf)
         {
             var p = moverPrim[kv.Key];
             int i = kv.Key;
+            if (gltfPlacement)
+            {
+                var g = TwinGltfMap.ToUnity(new[] { p.origin[0] + State.Vec3[3 * i], p.origin[1] + State.Vec3[3 * i + 1], p.origin[2] + State.Vec3[3 * i + 2] });
+                kv.Value.localPosition = new Vector3((float)g[0], (float)g[1], (float)g[2]);
+                continue;
+            }
             var local = new[] { p.origin[0] + State.Vec3[3 * i] + p.center[0], p.origin[1] + State.Vec3[3 * i + 1] + p.center[1],
                                 p.origin[2] + State.Vec3[3 * i + 2] + p.center[2] };
             kv.Value.localPosition = ToUnity(local, s);
         }
+    }
+
+    // Every renderer below t (a glTF node may hold several); glTFast's shaders name the colour
+    // baseColorFactor (built-in/Shader Graph) or _BaseColor (URP), Unity's own shaders _Color.
+    static readonly string[] colorProperties = { "baseColorFactor", "_BaseColor", "_Color" };
+    static void SetColor(Transform t, Color c)
+    {
+        foreach (var r in t.GetComponentsInChildren<Renderer>())
+            foreach (var m in r.materials)
+                foreach (var name in colorProperties)
+                    if (m.HasProperty(name)) m.SetColor(name, c);
     }
 
     static Color Ramp(float t)

@@ -51,6 +51,13 @@ namespace TwinStage.Bridge
         public string role; public string user; public double tickRate; public long tick; public double simTime; public long seq; public bool paused;
         public string upAxis; public double metersPerUnit; public string[] encodings; public Limits limits;
         public AttributeInfo[] attributes; public PrimInfo[] prims; public PrimInfo[] added; public string[] removed;
+        public SceneModel glb;  // the scene's GLB on the bridge's port (null/empty url: none); see TwinGlb.cs
+    }
+
+    // hello.glb: where the scene's GLB is served (same auth as the websocket) and what it is.
+    [Serializable] public class SceneModel
+    {
+        public string url; public string mediaType; public long bytes; public string sha256; public string upAxis; public double metersPerUnit;
     }
 
     [Serializable] public class StateMessage  // "snapshot" and "delta" (JSON encoding)

@@ -56,8 +56,8 @@ def test_browser_client_builds_the_scene_and_animates_from_deltas(bridge, tmp_pa
         # the page is served by the bridge itself (same origin); the token goes as the first message
         driver.get(f"http://127.0.0.1:{b.port}/index.html?token={OP_SECRET}&encoding=binary")
         js = driver.execute_script
-        assert wait_for(lambda: js("return window.twin && twin.status") == "live" and js("return twin.deltas") >= 5, 30), js(
-            "return window.twin && [twin.status, twin.errors.map(String), twin.closeCode]")
+        assert wait_for(lambda: js("return window.twin && twin.status") == "live" and js("return twin.deltas") >= 5 and js("return twin.glb") == "loaded",
+                        30), js("return window.twin && [twin.status, twin.glb, twin.errors.map(String), twin.closeCode]")
         assert js("return twin.role") == "operator"
         assert js("return twin.meshes.size") == len(b.twin.table.prims)
         assert js("return twin.gaps") == 0
@@ -65,7 +65,7 @@ def test_browser_client_builds_the_scene_and_animates_from_deltas(bridge, tmp_pa
         assert wait_for(lambda: js("return twin.seq") > seq + 5, 20)
         stats = js("return twin.pixelStats()")
         assert stats["lit"] > 0.01 * stats["width"] * stats["height"], stats  # WebGL drew the assets
-        before = js("return twin.meshes.get('/Testbed/Valve1').material.color.getHexString()")
+        before = js("return twin.colorOf('/Testbed/Valve1')")
 
         async def close_valve():
             async with Client(b.url, token=OP_SECRET) as op:
@@ -73,8 +73,7 @@ def test_browser_client_builds_the_scene_and_animates_from_deltas(bridge, tmp_pa
 
         arun(close_valve())
         assert wait_for(lambda: js("return twin.value('/Testbed/Valve1', 'opening')") == 0.0, 20)
-        after = js("return twin.meshes.get('/Testbed/Valve1').material.color.getHexString()")
-        assert after != before
+        assert wait_for(lambda: js("return twin.colorOf('/Testbed/Valve1')") != before, 10)
         ack = driver.execute_async_script("const done = arguments[arguments.length - 1]; twin.command('pause').then(a => done(a), e => done(String(e)))")
         assert ack["type"] == "ack" and ack["paused"] is True
         assert wait_for(lambda: b.twin.clock.paused, 10)
@@ -175,6 +174,66 @@ def test_browser_client_opened_with_the_url_demo_live_prints(tmp_path):
             proc.wait(10)
 
 
+def _view_mask(png: bytes) -> "np.ndarray":
+    """Pixels of the 3D view (left of the side panel) that are not the background colour."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int32)[:, :680]
+    return np.abs(img - np.array([0x1B, 0x1E, 0x23])).sum(axis=2) > 24
+
+
+def test_browser_client_shows_the_scene_glb(tmp_path):
+    """``twinstage demo --serve``: the page loads the GLB the bridge announces (three.js GLTFLoader) and
+    draws the testbed's plate, pipes, pump and tank where the camera looks, not a box per asset; a set
+    recolours the valve's own node."""
+    import signal
+
+    proc, urls = _demo_live(tmp_path)
+    driver = _chromium()
+    js = driver.execute_script
+    try:
+        driver.get(urls["operator"] + "&glb=0")  # the box fallback, for comparison
+        assert wait_for(lambda: js("return window.twin && twin.status") == "live", 30)
+        assert js("return twin.glb") == "none" and js("return twin.nodes.size") == 0
+        js("twin.render()")
+        boxes = _view_mask(driver.get_screenshot_as_png())
+        driver.get(urls["operator"])
+        assert wait_for(lambda: js("return window.twin && twin.status") == "live" and js("return twin.glb") == "loaded", 30), js(
+            "return window.twin && [twin.status, twin.glb, twin.errors.map(String)]")
+        hello = js("return twin.hello")
+        assert hello["glb"]["mediaType"] == "model/gltf-binary"
+        nodes = set(js("return [...twin.nodes.keys()]"))
+        assert {p["path"] for p in hello["prims"]} <= nodes  # every asset is a node of the GLB (extras.twinId)
+        assert js("return [...twin.meshes.values()].every(o => !o.userData.box)")
+        area = 680 * 497
+        # each part on screen, drawn from the GLB's own geometry (the plate spans the view; a valve is small)
+        for part, share in (("/Testbed/Base", 0.15), ("/Testbed/Pipes", 0.01), ("/Testbed/Pump", 0.01), ("/Testbed/Tank", 0.01), ("/Testbed/Valve1", 0.001)):
+            lit = js("return twin.partPixels(arguments[0]).lit", part)
+            assert lit > share * area, (part, lit)
+        js("twin.render()")
+        png = driver.get_screenshot_as_png()
+        (tmp_path / "browser-glb.png").write_bytes(png)
+        real = _view_mask(png)
+        inter, union = (real & boxes).sum(), (real | boxes).sum()
+        assert real.sum() > 1.5 * boxes.sum() and inter / union < 0.6, (real.sum(), boxes.sum(), inter / union)  # not the boxes
+        # a set recolours the valve's node (its own material: the other valve keeps its colour)
+        before, other = js("return [twin.colorOf('/Testbed/Valve1'), twin.colorOf('/Testbed/Valve2')]")
+        js("twin.set('/Testbed/Valve1', 'opening', 0)")
+        assert wait_for(lambda: js("return twin.value('/Testbed/Valve1', 'opening')") == 0.0, 20)
+        assert wait_for(lambda: js("return twin.colorOf('/Testbed/Valve1')") != before, 10)
+        assert js("return twin.colorOf('/Testbed/Valve2')") == other
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        driver.quit()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 # -- Unity / Mono ------------------------------------------------------------------------------
 
 def test_unity_protocol_code_under_mono(bridge, tmp_path):
@@ -185,16 +244,19 @@ def test_unity_protocol_code_under_mono(bridge, tmp_path):
     build = subprocess.run(["mcs", f"-out:{exe}", str(EXAMPLES / "unity" / "TwinProtocol.cs"), str(cs / "MiniJsonUtility.cs"), str(cs / "TwinProtocolTest.cs")],
                            capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stdout + build.stderr
-    # the MonoBehaviour type-checks against a stub of the UnityEngine types it uses
-    lib = subprocess.run(["mcs", "-target:library", f"-out:{tmp_path / 'unity.dll'}", str(EXAMPLES / "unity" / "TwinProtocol.cs"),
-                          str(EXAMPLES / "unity" / "TwinBridgeClient.cs"), str(cs / "UnityEngineStub.cs")], capture_output=True, text=True, timeout=120)
+    # the MonoBehaviours type-check against stubs of the UnityEngine and glTFast types they use
+    unity = EXAMPLES / "unity"
+    lib = subprocess.run(["mcs", "-target:library", f"-out:{tmp_path / 'unity.dll'}", *(str(unity / f) for f in ("TwinProtocol.cs", "TwinGlb.cs",
+                          "TwinBridgeClient.cs", "TwinGltfScene.cs")), str(cs / "UnityEngineStub.cs"), str(cs / "GltfFastStub.cs")],
+                         capture_output=True, text=True, timeout=120)
     assert lib.returncode == 0, lib.stdout + lib.stderr
     b = bridge()
     run = subprocess.run(["mono", str(exe), b.url, OP_SECRET, "/Testbed/Valve1", "opening", "0"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[-1] == "DONE"
-    assert any(ln.startswith("OK hello role=operator attributes=21 prims=12") for ln in lines)
+    table = b.twin.table
+    assert any(ln.startswith(f"OK hello role=operator attributes={table.n_entries} prims={len(table.prims)}") for ln in lines), lines[:3]
     assert '"value":0,' in next(ln for ln in lines if ln.startswith("SENT "))  # JsonUtility writes 0.0 as 0
     assert "OK set /Testbed/Valve1.opening=0" in lines and "OK error code=not_found" in lines
     assert "OK default encoding" in lines and any(ln.startswith("OK compact seq=") for ln in lines)
@@ -202,6 +264,38 @@ def test_unity_protocol_code_under_mono(bridge, tmp_path):
 
 
 # -- Omniverse ---------------------------------------------------------------------------------
+
+def test_unity_glb_reader_under_mono(bridge, pump_scene, tmp_path):
+    """examples/unity/TwinGlb.cs on Mono: reads a recorded GLB's node tree and twin ids, downloads the
+    GLB the live server announces (token, sha256), and finds a node for every prim of the hello."""
+    if not (shutil.which("mcs") and shutil.which("mono")):
+        pytest.fail("needs Debian mono-mcs + mono-runtime (system-packages.txt; make test installs them)")
+    from twinstage.export import to_glb
+
+    cs = ROOT / "tests" / "bridge" / "csharp"
+    exe = tmp_path / "TwinGlbTest.exe"
+    build = subprocess.run(["mcs", f"-out:{exe}", str(EXAMPLES / "unity" / "TwinProtocol.cs"), str(EXAMPLES / "unity" / "TwinGlb.cs"),
+                            str(cs / "MiniJsonUtility.cs"), str(cs / "TwinGlbTest.cs")], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    b = bridge()
+    recorded = to_glb(pump_scene, tmp_path / "recorded.glb")  # recorded from the scene file, not the live stage
+    run = subprocess.run(["mono", str(exe), str(recorded), b.url, OP_SECRET], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[-1] == "DONE", lines
+
+    def col(tag: str) -> dict[str, str]:
+        return dict(ln.split(" ", 2)[1:] if ln.count(" ") >= 2 else (ln.split(" ")[1], "") for ln in lines if ln.startswith(tag + " "))
+
+    prims = set(col("PRIM"))
+    assert prims == set(b.twin.table.prims)
+    assert prims <= set(col("SERVED")) and prims <= set(col("RECORDED"))
+    assert col("SERVED") == col("RECORDED")  # the live server's GLB names the same nodes as the recorded one
+    assert set(col("MAP")) == prims and all(v.isdigit() for v in col("MAP").values())  # each a child of the root node
+    assert any("HTTP 401" in ln for ln in lines if ln.startswith("OK refused"))
+    assert any("is not the announced" in ln for ln in lines if ln.startswith("OK checked"))
+    assert sum(ln.startswith("OK bad glb") for ln in lines) == 3
+
 
 def test_omniverse_client_writes_a_session_sublayer(bridge, tmp_path):
     from pxr import Tf, Usd

@@ -70,6 +70,11 @@ def test_run_with_params_applies_identifiable_parameters_only(shared_data, tmp_p
     assert "applied /Testbed/Pump.nominal_flow" in r.stdout and "skipped (not identifiable) /Testbed/Pump.shutoff_pressure" in r.stdout
     flow = twinstage.Recording(rec).series("/Testbed/Pump", "flowRate")
     assert flow[-1] == pytest.approx(fitted["nominal_flow"]["value"])  # speed 1, valves open: flow = nominal flow
+    import hashlib
+
+    layers = json.loads(twinstage.Recording(rec).provenance["paramsLayers"])  # the run names the layer and its bytes
+    assert layers == [{"path": str(params), "sha256": hashlib.sha256(params.read_bytes()).hexdigest(),
+                       "applied": ["/Testbed/Pump.nominal_flow"], "skipped": ["/Testbed/Pump.shutoff_pressure"]}]
     with twinstage.open(pump_scene, headless=True) as twin:
         res = apply_params(twin, params, include_unidentifiable=True)
         assert sorted(res["applied"]) == ["/Testbed/Pump.nominal_flow", "/Testbed/Pump.shutoff_pressure"]

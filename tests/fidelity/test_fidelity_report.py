@@ -67,3 +67,29 @@ def test_report_bad_input(tmp_path):
     r = _cli("report", rec, "-o", tmp_path / "r.html")
     assert r.returncode == 2 and "no measured channels" in r.stderr, r.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_says_when_the_twin_needs_recalibration():
+    import numpy as np
+
+    from twinstage.fidelity._report import Pair, _drift_note
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    t = np.arange(n, dtype=float)
+    sim = np.full(n, 100.0)
+
+    def pair(name, meas):
+        return Pair(f"/S/{name}", "flowRate", "/P", "flowRate", "L/min", t, meas, sim, np.zeros(n, np.uint8))
+
+    steady = pair("A", 100 + rng.normal(0, 1, n))
+    drifting_meas = 100 + rng.normal(0, 1, n)
+    drifting_meas[4000:] += np.linspace(0, 2.0, 2000)  # the plant walks away from the model
+    note = _drift_note([steady, pair("B", drifting_meas)], t)
+    assert note.startswith("<b>NEEDS RECALIBRATION</b>") and "/S/B.twin:flowRate" in note and "/S/A" not in note
+    first = float(note.split("drift from t = ")[1].split(" s")[0])
+    assert 4000 < first < 6000
+    calm = _drift_note([steady], t)
+    assert "no drift" in calm and "NEEDS" not in calm
+    short = Pair("/S/C", "flowRate", "/P", "flowRate", "L/min", t[:100], np.full(100, 100.0), sim[:100], np.zeros(100, np.uint8))
+    assert "not run" in _drift_note([short], t[:100])  # too short to fit: said, not guessed

@@ -69,3 +69,11 @@ def test_cli_compare(sweep, tmp_path):
     p = subprocess.run([sys.executable, "-m", "twinstage", "compare", str(out)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "2 runs, 0 failed" in p.stdout and "p:events.throttle.value" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "twinstage", "compare", str(out), "--against", a.name[:6]], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "/Testbed/Pump.flowRate" in lines[1] and len(lines) == 4  # title, header, one row per run
+    row_a = next(x for x in lines[2:] if x.strip().startswith(a.name))
+    assert set(row_a.split()[2:]) == {"0"}  # the reference against itself: no difference
+    p = subprocess.run([sys.executable, "-m", "twinstage", "compare", str(out), "--against", "zzz"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "matches 0 finished runs" in p.stderr

@@ -153,4 +153,4 @@ def test_dask_worker_death_fails_that_run_only(tmp_path):
         res = run_sweep(spec, tmp_path / "out", grid=grid, scheduler=cluster.scheduler_address, progress=False, kill_runs=(1,))
     rows = {r["index"]: r for r in res.rows}
     assert rows[0]["status"] == "ok"
-    assert rows[1]["status"] == "failed" and "KilledWorker" in rows[1]["error"]
+    assert rows[1]["status"] == "failed" and "worker process died" in rows[1]["error"] and "KilledWorker" in rows[1]["error"]

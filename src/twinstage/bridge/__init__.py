@@ -22,6 +22,7 @@ from twinstage._lazy import lazy_names
 _LAZY = {
     "Server": "._server",
     "serve": "._server",
+    "FanoutHub": "._fanout",  # serve --fanout-procs: the twin's sink that feeds worker processes
     "Client": "._client",
     "BridgeError": "._client",
     "Token": ".infra.auth",

@@ -16,7 +16,7 @@ def browser_client_dir() -> Path | None:
 
 
 #: what a ``--token`` must look like (in its error message and docs/protocol.md)
-TOKEN_RULES = ("a token is NAME:ROLE:SECRET — NAME of letters, digits and _.@-; ROLE viewer, operator or admin; "
+TOKEN_RULES = ("a token is NAME:ROLE:SECRET — NAME of letters, digits and _.@-; ROLE viewer, operator, admin or ingest (a viewer that may push telemetry: ``ingest`` messages, with serve --ingest); "
                "SECRET at least 8 characters (python -c 'import secrets; print(secrets.token_urlsafe())' makes a good one). "
                "Without --token/--tokens, an operator and a viewer token are generated and printed")
 
@@ -44,10 +44,47 @@ def make_server(args: argparse.Namespace) -> Any:
     http = args.http
     if http == "auto":
         http = browser_client_dir()
-    server = Server(args.host, args.port, tokens=tokens + generated, tokens_file=args.tokens, anonymous=anonymous, origins=args.origin or [],
-                    http_dir=http)
+    procs = getattr(args, "fanout_procs", 0) or 0
+    if procs:
+        from ._fanout import FanoutHub
+
+        if http:
+            raise OSError("--http is served by the single-process bridge only (leave out --fanout-procs)")
+        server = FanoutHub(args.scene, procs, args.host, args.port, open_kwargs={"rate": args.rate, "realtime": True, "seed": args.seed},
+                           server_kwargs={"tokens": tokens + generated, "tokens_file": args.tokens, "anonymous": anonymous,
+                                          "origins": args.origin or []})
+    else:
+        server = Server(args.host, args.port, tokens=tokens + generated, tokens_file=args.tokens, anonymous=anonymous, origins=args.origin or [],
+                        http_dir=http)
     server.generated_tokens = generated
     return server
+
+
+def build_ingest(twin: Any, spec: str) -> Any:
+    """The :class:`~twinstage.telemetry.BridgeIngestSource` of ``serve --ingest``, added to ``twin``.
+
+    ``spec``: a mapping file (TOML/YAML, ``twinstage.telemetry.load_mapping``) whose bindings of
+    kind ``ingest`` are used, or ``scene`` for the scene's own ingest bindings. Raises
+    TelemetryError (a MappingError names file, binding and field) when there is none or one is bad.
+    """
+    from twinstage.telemetry import TelemetryError
+    from twinstage.telemetry._ingest import BridgeIngestSource
+
+    if spec == "scene":
+        from twinstage.usd._binding import read_bindings
+
+        bindings = read_bindings(twin.stage, "ingest")
+        where = "the scene"
+    else:
+        from twinstage.telemetry import load_mapping, validate_mapping
+
+        bindings = [b for b in validate_mapping(load_mapping(spec), twin.stage, twin.table) if b.kind == "ingest"]
+        where = spec
+    if not bindings:
+        raise TelemetryError(f"{where}: no bindings of kind 'ingest' (a binding with kind = \"ingest\" and key = the name clients push)")
+    src = BridgeIngestSource(bindings)
+    twin.add_source(src)
+    return src
 
 
 def example_input(twin: Any) -> tuple[str, str, Any] | None:
@@ -116,13 +153,23 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     twin = twinstage.open(args.scene, rate=args.rate, realtime=True, seed=args.seed)
     try:
+        if getattr(args, "ingest", None):
+            server.ingest = build_ingest(twin, args.ingest)
         twin.add_sink(server)
-    except OSError as exc:
+    except Exception as exc:
+        from twinstage.telemetry import TelemetryError
+
+        if not isinstance(exc, (OSError, TelemetryError)):
+            raise
         twin.close()
         print(f"twinstage serve: error: {exc}", file=sys.stderr)
         return 2
-    print(f"twinstage serve: {args.scene} — {len(twin.table.prims)} twin prims, {twin.table.n_entries} values at {args.rate:g} Hz")
+    fan = f"; fan-out: {server.procs} worker processes" if getattr(server, "procs", 0) else ""
+    print(f"twinstage serve: {args.scene} — {len(twin.table.prims)} twin prims, {twin.table.n_entries} values at {args.rate:g} Hz{fan}")
     print(describe(server, example_input(twin), until_interrupted=args.duration is None), flush=True)
+    if server.ingest is not None:
+        print(f"  ingest: {server.ingest.describe()}: keys {', '.join(server.ingest.keys[:8])}{' …' if len(server.ingest.keys) > 8 else ''}",
+              flush=True)
 
     def _stop(*_: Any) -> None:
         twin.stop()

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import numpy as np
 
+from ..state._replica import Replica
 from . import _binary
 from .infra.auth import redacting_logger
 from ._messages import SUBPROTOCOL
@@ -58,10 +59,8 @@ class Client:
         self.hello: dict[str, Any] = {}
         self.attributes: list[dict[str, Any]] = []
         self.index: dict[tuple[str, str], int] = {}
-        self._scalar = np.zeros(0)
-        self._vec3 = np.zeros((0, 3))
-        self._quality = np.zeros(0, dtype=np.uint8)
-        self._known = np.zeros(0, dtype=bool)
+        #: the client's copy of the subscribed state (:class:`twinstage.state.Replica`, laid out by the hello)
+        self.replica = Replica({})
         self._order: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         self.seq = 0
         self.tick = 0
@@ -196,24 +195,28 @@ class Client:
 
     # -- state -----------------------------------------------------------------------------
     def get(self, prim: str, attribute: str) -> Any:
-        i = self.index[(prim, attribute)]
-        if not self._known[i]:
+        name, row = self.replica.locate(self.index[(prim, attribute)])
+        if not self.replica.known[name][row]:
             raise KeyError(f"{prim}.{attribute} is not in this client's subscription")
-        kind = self.attributes[i]["type"]
-        if kind == "vec3":
-            return tuple(float(c) for c in self._vec3[i])
-        v = float(self._scalar[i])
-        return bool(v) if kind == "bool" else int(v) if kind == "int" else v
+        v = self.replica.value(name, row)
+        return tuple(v) if isinstance(v, list) else v
 
     def quality(self, prim: str, attribute: str) -> int:
-        return int(self._quality[self.index[(prim, attribute)]])
+        name, row = self.replica.locate(self.index[(prim, attribute)])
+        return int(self.replica.quality[name][row])
 
     def unit(self, prim: str, attribute: str) -> str:
         return self.attributes[self.index[(prim, attribute)]]["unit"]
 
     def values(self) -> dict[tuple[str, str], Any]:
         """Every known (prim, attribute) → value."""
-        return {(a["prim"], a["attribute"]): self.get(a["prim"], a["attribute"]) for a in self.attributes if self._known[a["index"]]}
+        out = {}
+        for a in self.attributes:
+            try:
+                out[(a["prim"], a["attribute"])] = self.get(a["prim"], a["attribute"])
+            except KeyError:
+                pass
+        return out
 
     async def wait_until(self, predicate: Callable[["Client"], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(client)`` holds after some update (raises TimeoutError)."""
@@ -287,35 +290,25 @@ class Client:
         self.attributes = msg["attributes"]
         self.index = {(a["prim"], a["attribute"]): a["index"] for a in self.attributes}
         n = len(self.attributes)
-        if not same:
-            self._scalar = np.zeros(n)
-            self._vec3 = np.zeros((n, 3))
-            self._quality = np.zeros(n, dtype=np.uint8)
-            self._known = np.zeros(n, dtype=bool)
+        if not same or self.replica.n_entries != n:
+            self.replica = Replica.from_attributes(self.attributes, track_dirty=self.replica.track_dirty)
             self.seq = 0
         if self._hello_fut is not None and not self._hello_fut.done():
             self._hello_fut.set_result(msg)
 
     def _apply(self, kind: str, seq: int, tick: int, sim_time: float, wall_time: float, merged: int, idx: Any, vals: Any, q: Any, vidx: Any,
                vvals: Any, vq: Any) -> None:
+        args = (seq, tick, sim_time, wall_time, idx, vals, q, vidx, vvals, vq)
         if kind == "snapshot":
-            self._known[:] = False
             self.snapshots += 1
             self._order = (np.asarray(idx, dtype=np.int64), np.asarray(vidx, dtype=np.int64))  # the order of compact "values" messages
+            self.replica.apply_snapshot(*args)
         else:
             self.deltas += 1
             if self.seq and seq != self.seq + 1:
                 self.gaps += 1
             self.merged += max(0, merged - 1)
-        idx = np.asarray(idx, dtype=np.int64)
-        vidx = np.asarray(vidx, dtype=np.int64)
-        self._scalar[idx] = vals
-        self._quality[idx] = q
-        self._known[idx] = True
-        if len(vidx):
-            self._vec3[vidx] = np.asarray(vvals, dtype=np.float64).reshape(-1, 3)
-            self._quality[vidx] = vq
-            self._known[vidx] = True
+            self.replica.apply_delta(*args)
         self.seq, self.tick, self.sim_time, self.wall_time = seq, tick, sim_time, wall_time
 
     def _apply_json(self, m: dict[str, Any]) -> None:
@@ -329,7 +322,7 @@ class Client:
             idx = np.asarray(m["indices"], dtype=np.int64)
         if m["vec3Indices"] or not m["vec3Values"]:
             vidx = np.asarray(m["vec3Indices"], dtype=np.int64)
-        q = np.zeros(len(self._quality), dtype=np.uint8)
+        q = np.zeros(self.replica.n_entries, dtype=np.uint8)
         q[np.asarray(m["flagged"], dtype=np.int64)] = m["flaggedQuality"]
         self._apply("delta", m["seq"], m["tick"], m["simTime"], m["wallTime"], m["merged"], idx, m["values"], q[idx], vidx, m["vec3Values"], q[vidx])
 

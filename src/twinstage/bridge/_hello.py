@@ -1,9 +1,15 @@
 """The ``hello`` message: a static part (protocol, limits, the attribute table, the assets)
 encoded once per server start, and a small per-connection part (role, user, tick, seq,
-paused, prims added/removed while running)."""
+paused, prims added/removed while running).
+
+The scene's GLB (:func:`twinstage.export.to_glb` of the twin's stage, built once here) is
+served at :data:`GLB_PATH` with the websocket's auth and announced as ``hello.glb``."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -12,6 +18,27 @@ from .. import __version__
 from ._jsonio import dumps
 from ._messages import PROTOCOL, UNBOUNDED, VERSION, Limits
 from ._scene import SceneInfo, plain_prims
+
+log = logging.getLogger("twinstage.bridge")
+GLB_PATH = "/scene.glb"
+GLB_TYPE = "model/gltf-binary"
+NO_GLB = {"url": "", "mediaType": GLB_TYPE, "bytes": 0, "sha256": "", "upAxis": "Y", "metersPerUnit": 1.0}
+
+
+class SceneGlb:
+    """The stage as GLB bytes (Y-up metres, node ``extras.twinId`` = prim path) with its ETag."""
+
+    def __init__(self, stage: Any):
+        from ..export._glb import glb_bytes
+
+        t0 = time.perf_counter()
+        self.data = glb_bytes(stage, animation=None)
+        self.seconds = time.perf_counter() - t0
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.etag = f'"{self.sha256[:32]}"'
+
+    def info(self) -> dict[str, Any]:
+        return {"url": GLB_PATH, "mediaType": GLB_TYPE, "bytes": len(self.data), "sha256": self.sha256, "upAxis": "Y", "metersPerUnit": 1.0}
 
 
 class HelloBuilder:
@@ -25,7 +52,9 @@ class HelloBuilder:
 
             up_axis, mpu = str(UsdGeom.GetStageUpAxis(stage)), float(UsdGeom.GetStageMetersPerUnit(stage))
             self.prims = SceneInfo(stage).twin_prims(ctl)
+            self.glb = self._build_glb(stage) if getattr(server, "scene_glb", True) else None
         else:
+            self.glb = None
             self.prims = plain_prims(ctl)
         self.attributes = server.mirror.attribute_table()
         limits = Limits(max_message_bytes=server.max_message_bytes, commands_per_second=server.commands_per_second, command_burst=server.command_burst,
@@ -35,11 +64,22 @@ class HelloBuilder:
             "protocol": PROTOCOL, "version": VERSION, "session": server.session, "server": f"twinstage {__version__}", "scene": ctl.scene_name,
             "tickRate": ctl.rate, "upAxis": up_axis, "metersPerUnit": mpu, "encodings": ["json", "binary", "compact"],
             "limits": limits.model_dump(by_alias=True, mode="json"), "attributes": self.attributes, "prims": self.prims, "layout": "rows",
+            "glb": self.glb.info() if self.glb is not None else NO_GLB,
         }
         self._static = dumps(static)[1:-1]
         static.update(attributes=[], prims=[], layout="compact", channels=self._channels(), assets=self._assets())
         self._static_compact = dumps(static)[1:-1]
         self.sizes = {"rows": len(self._static), "compact": len(self._static_compact)}
+
+    @staticmethod
+    def _build_glb(stage: Any) -> SceneGlb | None:
+        try:
+            glb = SceneGlb(stage)
+        except Exception as exc:  # the state still streams; clients fall back to boxes
+            log.warning("bridge: no scene GLB for clients (%s: %s)", type(exc).__name__, exc)
+            return None
+        log.info("bridge: scene GLB %d bytes in %.2f s", len(glb.data), glb.seconds)
+        return glb
 
     def _channels(self) -> list[dict[str, Any]]:
         """The attribute table once per channel: per-row columns only where rows differ."""

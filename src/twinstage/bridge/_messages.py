@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
+from ._glb_message import GLB_DOC, SceneModel  # hello.glb (a module of its own: this one is at its length limit)
 
 PROTOCOL = "twinstage.bridge"
 VERSION = 1
@@ -221,6 +222,7 @@ class Hello(_Base):
                                                                    "channels and assets hold the same information as columns")
     channels: list[ChannelInfo] = Field(default_factory=list)
     assets: AssetTable = Field(default_factory=AssetTable)
+    glb: SceneModel = Field(default_factory=SceneModel, description=GLB_DOC)
 
 
 class _State(_Base):

@@ -149,12 +149,15 @@ class Server:
         Add the server before the twin runs, or from its tick thread: the server's copy
         of the state starts from the table as it is now.
         """
+        self.start_control(twin, TwinControl(twin))
+
+    def start_control(self, twin: Any, control: Any) -> None:
+        """:meth:`start` with a given control (a fan-out worker's :class:`~twinstage.bridge._fanout.RemoteControl`)."""
         if self.twin is not None:
             raise RuntimeError("a bridge Server serves one twin")
-        control = TwinControl(twin)
         self.scenarios.bind(control)
         self.twin, self.control = twin, control
-        self.session = uuid.uuid4().hex
+        self.session = self.session or uuid.uuid4().hex
         self.mirror = Mirror(control.table)
         self.mirror.tick, self.mirror.sim_time = control.tick, control.sim_time
         if control.stage is not None:
@@ -179,9 +182,16 @@ class Server:
         """Hand the Frame to the loop thread; never blocks the tick (applies a requested pause)."""
         if self.closed or self.loop is None:
             return
-        last = self.control.on_tick() if self.control is not None else False
+        self._enqueue((frame, self.control.on_tick() if self.control is not None else False))
+
+    def feed(self, frame: Any, last: bool, seq: int) -> None:
+        """A fan-out worker's frame: numbered (``seq``) and flagged ``last`` by the twin process."""
+        if not self.closed and self.loop is not None:
+            self._enqueue((frame, last, seq))
+
+    def _enqueue(self, item: tuple) -> None:
         with self._inbox_lock:
-            self._inbox.append((frame, last))
+            self._inbox.append(item)
             if self._inbox_scheduled:
                 return
             self._inbox_scheduled = True
@@ -270,20 +280,20 @@ class Server:
             items = list(self._inbox)
             self._inbox.clear()
             self._inbox_scheduled = False
-        for frame, last in items:
+        for frame, last, *seq in items:  # seq: given by a fan-out worker's feed (the twin process numbers frames)
             try:
-                self._on_frame(frame, last)
+                self._on_frame(frame, last, *seq)
             except Exception:
                 log.exception("bridge: handling frame %s failed", getattr(frame, "tick", "?"))
 
-    def _on_frame(self, frame: Any, last: bool = False) -> None:
+    def _on_frame(self, frame: Any, last: bool = False, seq: int | None = None) -> None:
         mirror = self.mirror
         assert mirror is not None
-        self.seq += 1
+        self.seq = self.seq + 1 if seq is None else int(seq)
         seq = self.seq
         self.merged_cache.clear()
         alarms, extra = derive_alarms(mirror, seq, frame)
-        mirror.apply(seq, frame)
+        mirror.apply(frame, seq)
         entry = self.ring.append(seq, frame)
         for s in list(self.sessions):
             s.on_frame(entry)

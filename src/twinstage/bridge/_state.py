@@ -17,26 +17,21 @@ import numpy as np
 from . import _binary
 from ._jsonio import dumps
 from ._messages import UNBOUNDED
+from ..state._replica import Replica
 
 def _limit(v: float) -> float:
     return float(np.clip(v, -UNBOUNDED, UNBOUNDED))
 
 
-class Mirror:
-    """A copy of every channel (values + quality) and the flat index layout."""
+class Mirror(Replica):
+    """The server's :class:`~twinstage.state.Replica` of the twin, plus the attribute table and the table it copies."""
 
     def __init__(self, table: Any):
+        lay = Replica.from_table(table)
+        super().__init__(lay.layout, known=True)
+        self.values, self.quality = lay.values, lay.quality
         self.table = table
         self.channels = dict(table.channels)
-        self.values = {n: np.array(table[n], copy=True) for n in self.channels}
-        self.quality = {n: np.array(table.quality(n), copy=True) for n in self.channels}
-        self.n_entries = table.n_entries
-        self.seq = 0
-        self.tick = 0
-        self.sim_time = 0.0
-        self.wall_time = 0.0
-        #: flat index -> (channel name, row), built lazily
-        self._where: tuple[np.ndarray, np.ndarray] | None = None
 
     def attribute_table(self) -> list[dict[str, Any]]:
         out = []
@@ -48,22 +43,6 @@ class Mirror:
                             "description": ch.description[r]})
         out.sort(key=lambda a: a["index"])
         return out
-
-    def locate(self, index: int) -> tuple[str, int]:
-        for ch in self.channels.values():
-            if ch.offset <= index < ch.offset + len(ch):
-                return ch.name, index - ch.offset
-        raise IndexError(index)
-
-    def apply(self, seq: int, frame: Any) -> None:
-        for name, change in frame.changes.items():
-            self.values[name][change.rows] = change.values
-            self.quality[name][change.rows] = change.quality
-        self.seq, self.tick, self.sim_time, self.wall_time = seq, frame.tick, frame.sim_time, frame.wall_time
-
-    def value(self, name: str, row: int) -> Any:
-        v = self.values[name][row]
-        return [float(c) for c in v] if v.ndim else v.item()
 
 
 class Selection:

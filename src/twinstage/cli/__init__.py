@@ -127,6 +127,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                   + (f"; skipped (not identifiable) {', '.join(res['skipped'])}" if res["skipped"] else ""))
         for prim, name, value in _parse_set(args.set or []):
             twin.set(prim, **{name: value})
+        live = {}
+        if getattr(args, "assimilate", False) or getattr(args, "detect", False):  # fidelity: Kalman stage, live anomaly alarm
+            from ..fidelity._cli import attach_live
+
+            live = attach_live(twin, assimilate=args.assimilate, detect=args.detect)
         if args.record:
             twin.record(args.record, reproducible=args.reproducible)
         if args.ticks is not None:
@@ -139,6 +144,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"max per-prim staleness {st['writer']['max_staleness_s']:.3f} s, {plural(st['errors'], 'error')}")
     if lines:
         print("telemetry:\n" + "\n".join(lines))
+    if live:
+        from ..fidelity._cli import live_summary
+
+        print("\n".join(live_summary(live)))
     if args.record:
         print(f"recorded to {args.record}")
     return 1 if twin.errors else 0
@@ -266,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reproducible", action="store_true", help="no wall-clock times in the recording: same inputs, same bytes")
     r.add_argument("--set", action="append", metavar="/Prim.attr=value", help="initial input, e.g. /Testbed/Valve1.opening=0.4")
     r.add_argument("--params", metavar="PARAMS.usda", help="calibrated model parameters (twinstage calibrate -o ...; docs/fidelity.md)")
+    r.add_argument("--assimilate", action="store_true", help="Kalman-blend simulated attributes with their sensors' readings (ESTIMATED, ± std)")
+    r.add_argument("--detect", action="store_true", help="run the live anomaly detector; its score and alarm become twin state")
     from ..scenarios._cli import add_parsers as add_scenario_parsers, add_run_arguments  # --scenario, --metrics-port; sweep, compare
 
     add_run_arguments(r, count=_count)
@@ -326,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="role without a token (default: viewer if no tokens are given, else none)")
     b.add_argument("--origin", action="append", metavar="URL", help="browser Origin to allow besides the server's own ('*' for any)")
     b.add_argument("--http", metavar="DIR", help="also serve DIR's static files over HTTP ('auto': the browser client of a checkout)")
+    b.add_argument("--ingest", nargs="?", const="scene", metavar="MAPPING",
+                   help="take telemetry pushed by clients with an ingest-role token: the ingest bindings of MAPPING (a mapping file), "
+                        "or of the scene when no file is given")
+    b.add_argument("--fanout-procs", type=_count, default=0, metavar="N",
+                   help="serve clients from N worker processes sharing the port (the twin ticks alone in this one); default 0: one process")
     b.set_defaults(fn=cmd_serve)
 
     from ..viewer._cli import add_parser as add_view_parser  # argparse only: no GPU code is imported

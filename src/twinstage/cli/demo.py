@@ -53,10 +53,16 @@ def run_demo(out: Path, *, ticks: int | None = 1200, realtime: bool = False, rat
     skab = find_skab(data)
     if data is not None and skab is None:
         print(f"twinstage demo: no SKAB valve1 file under {data}; generating data instead", file=sys.stderr)
+    real_skab = skab is not None
     if skab is None:
         seconds = min(int((ticks if ticks is not None else 12000) / rate) + 1, 1200)
         skab = generate_skab_csv(scene, out / "generated_skab.csv", seconds=seconds, script=SCRIPT, seed=0)
     replay = attach_replay(twin, skab)  # before recording: the recording's provenance names the data
+    live = {}
+    if real_skab:  # the live anomaly detector on the SKAB sensors: twin:anomalyScore / anomalyAlarm on the pump
+        from twinstage.fidelity._cli import attach_live
+
+        live = attach_live(twin, detect=True)
     twin.record(recording)
     print(f"twinstage demo: {scene} — {len(twin.table.prims)} twin prims, {twin.table.n_entries} values, models {', '.join(twin.models)}")
     print(f"twinstage demo: replaying {skab} ({len(replay.data)} rows) into {len(replay.bindings)} sensors; the models simulate the pump beside them")
@@ -129,6 +135,10 @@ def run_demo(out: Path, *, ticks: int | None = 1200, realtime: bool = False, rat
     header = ["t [s]"] + [f"{p.rsplit('/', 1)[-1]}.{a}" + (f" [{u}]" if (u := format_unit(twin.unit(p, a))) else "") for p, a in SHOW]
     print(_table(rows[-30:], header))
     anim = twinstage.Recording(recording).export_per_prim(out / "pump_testbed.anim.usdc")
+    if live:
+        from twinstage.fidelity._cli import live_summary
+
+        print("\n".join(live_summary(live)) + " (fits on the first 400 samples; valve1/1.csv's anomaly starts at sample 572: --ticks 7000)")
     st = twin.stats()
     print(f"recorded {recording} ({plural(twin.tick_count, 'tick')}); per-prim animation {anim}")
     print(f"live writes: {st['writer']['committed']} values, max staleness {st['writer']['max_staleness_s']:.3f} s; {plural(st['errors'], 'error')}")

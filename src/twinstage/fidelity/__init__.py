@@ -5,7 +5,8 @@
   recalibration) — :class:`DriftMonitor`
 * metrics with uncertainty — :func:`error_metrics` (block-bootstrap CIs), :func:`alignment`;
   live in a twin — :class:`ResidualMonitor` (rolling metrics + drift monitor, a sink)
-* assimilation — :class:`KalmanBank` (batched linear Kalman filter), :class:`AssimilationStage`
+* assimilation — :class:`KalmanBank` (batched linear Kalman filter), :class:`AssimilationStage`;
+  inside a running twin — :class:`Assimilator` (an engine stage: ``twin.add_stage(...)``)
 * calibration — :func:`calibrate` (bounded least squares, covariance, identifiability),
   :func:`write_params_layer`, :func:`apply_params` (``twinstage run --params``)
 
@@ -33,6 +34,7 @@ _LAZY = {
     "error_metrics": "._metrics",
     "time_skew": "._metrics",
     "AssimilationStage": "._kalman",
+    "Assimilator": "._assimilate",
     "KalmanBank": "._kalman",
     "KalmanError": "._kalman",
     "AnomalyMonitor": "._monitor",

@@ -179,3 +179,40 @@ def run_detect(args: argparse.Namespace) -> int:
             spans = ", ".join(f"{s}-{e - 1}" for s, e in r["alarms"]) or "none"
             print(f"{r['file']}: {r['alarm_rows']} of {r['rows'] } rows in alarm; alarm rows {spans}")
     return 0
+
+
+def attach_live(twin, *, assimilate: bool = False, detect: bool = False) -> dict:
+    """``twinstage run --assimilate`` / ``--detect`` (and the demo): the Kalman stage and the
+    live anomaly monitor on a twin; the monitor publishes on the first prim that declares
+    ``twin:anomalyAlarm`` (or ``twin:anomalyScore``). Returns what was added."""
+    out: dict = {}
+    if assimilate:
+        from ._assimilate import Assimilator
+
+        out["assimilator"] = twin.add_stage(Assimilator())
+    if detect:
+        from ._monitor import AnomalyMonitor
+
+        target = None
+        for name in ("anomalyAlarm", "anomalyScore"):
+            ch = twin.table.channels.get(name)
+            if ch is not None and len(ch):
+                target = twin.table.prims[int(ch.prim_index[0])]
+                break
+        out["monitor"] = twin.add_sink(AnomalyMonitor(publish=target))
+    return out
+
+
+def live_summary(added: dict) -> list[str]:
+    lines = []
+    a = added.get("assimilator")
+    if a is not None:
+        lines.append(f"assimilation: {a.status}; {len(a.names)} attributes, {a.updates} measurements entered")
+        for name, v in sorted(a.last.items()):
+            lines.append(f"  {name}: estimate {v['estimate']:.4g} ± {v['std']:.2g} (model {v['model']:.4g}, measured {v['measured']:.4g})")
+    m = added.get("monitor")
+    if m is not None:
+        raised = sum(1 for e in m.events if e["event"] == "raised")
+        lines.append(f"anomaly monitor: {m.status}; {len(m.scores)} rows scored, alarm raised {raised}×, now {'ON' if m.alarm else 'off'}"
+                     + (f" (published on {m.publish})" if m.publish else ""))
+    return lines

@@ -1,9 +1,10 @@
 """The live anomaly detector inside a running twin: a sink on the engine's Frames.
 
 ``twin.add_sink(AnomalyMonitor())`` watches every *measured* twin attribute (rows whose
-role is ``measured``: the sensors telemetry feeds). The first ``train`` ticks fit a
-:class:`~twinstage.fidelity.WindowDetector`; from then on every tick streams one row
-through ``update`` — exactly what ``bench/skab.py`` measures. Values flagged BAD (or
+role is ``measured``: the sensors telemetry feeds). The first ``train`` rows fit a
+:class:`~twinstage.fidelity.WindowDetector`; from then on each row streams
+through ``update`` — exactly what ``bench/skab.py`` measures. A row is a tick on
+which a new telemetry sample arrived (``per_sample``; every tick when nothing is fed). Values flagged BAD (or
 STALE: no fresh sample) enter as missing, never as numbers.
 
 State for the twin's consumers: :attr:`score`, :attr:`alarm`, :attr:`degraded` (no usable
@@ -12,8 +13,9 @@ z-scores: which sensors drive it), and :attr:`events` — one dict per alarm rai
 cleared (tick, sim time, the prims of the top channels). Temperature channels (a
 unit convertible to kelvin) are slow thermal states and are not monitored by level.
 With ``publish="/Testbed/Pump"`` it also sets that prim's ``twin:anomalyScore`` (float)
-and ``twin:anomalyAlarm`` (bool) each tick when the scene declares them, so the state
-reaches every sink through the Frames (author ``alarmHigh`` on the score for the viewer).
+and ``twin:anomalyAlarm`` (bool) on each row when the scene declares them, so the state
+reaches every sink through the Frames (the pump testbed authors
+``twin:anomalyAlarm:alarmHigh = 1``: the viewer pulses the pump while it is set).
 A monitor that cannot fit (e.g. every reading constant in training: a twin with no
 telemetry) says so in :attr:`status` and stays quiet; it never breaks the tick.
 """
@@ -47,8 +49,9 @@ class AnomalyMonitor:
     writes_stage = False
 
     def __init__(self, *, train: int = 400, settings: DetectorSettings | None = None, slow_temperatures: bool = True,
-                 publish: str | None = None) -> None:
+                 publish: str | None = None, per_sample: bool = True) -> None:
         self.train = int(train)
+        self.per_sample = per_sample  #: one detector row per new telemetry sample, not per tick
         self.publish = publish  #: prim whose twin:anomalyScore / twin:anomalyAlarm (when declared) get the state
         self.base_settings = settings or DetectorSettings()
         self.slow_temperatures = slow_temperatures
@@ -56,7 +59,8 @@ class AnomalyMonitor:
         self.score = float("nan")
         self.alarm = False
         self.events: list[dict[str, Any]] = []
-        self.scores: list[float] = []  #: one per streamed tick
+        self.scores: list[float] = []  #: one per streamed row
+        self.rows = 0  #: rows taken (training and streamed)
         self.detector: WindowDetector | None = None
         self.degraded = False  #: the last tick had no usable measurement at all (all BAD/STALE)
 
@@ -96,9 +100,26 @@ class AnomalyMonitor:
             x[i] = np.nan if q & _MISSING else float(table[name][row])
         return x
 
+    def _new_sample(self) -> bool:
+        """True when a monitored channel got a new telemetry sample this tick (good or bad: a
+        bad one enters as missing), or none is fed. A 1 Hz sensor held over ten 10 Hz ticks
+        is one row for the detector, as in bench/skab.py."""
+        times = self.ctx.sample_times()
+        seen = np.array([times[name][row] if name in times else np.nan for _, name, row in self.channels])
+        fed = ~np.isnan(seen)
+        if not fed.any():
+            return True
+        last = getattr(self, "_seen", None)
+        new = bool((seen[fed] > last[fed]).any()) if last is not None else bool(np.isfinite(seen[fed]).any())
+        self._seen = seen
+        return new
+
     def consume(self, frame: Any) -> None:
         if not self.channels or self.status.startswith("cannot"):
             return
+        if self.per_sample and not self._new_sample():
+            return
+        self.rows += 1
         x = self._row()
         self.degraded = not np.isfinite(x).any()
         if self.detector is None:

@@ -66,4 +66,10 @@ def apply_params(twin: Any, path, *, include_unidentifiable: bool = False) -> di
             updates[key] = info["value"]
             applied.append(f"{prim}.{key}")
         model.params = replace(current, **updates)
+    layers = getattr(twin, "params_layers", None)
+    if layers is not None:  # the run's provenance names the layer and its bytes
+        import hashlib
+
+        layers.append({"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                       "applied": list(applied), "skipped": list(skipped)})
     return {"applied": applied, "skipped": skipped}

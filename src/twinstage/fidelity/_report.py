@@ -140,6 +140,7 @@ def render(recording, out, *, params=None, train: int = 400, n_boot: int = 500) 
     except DetectorError as exc:
         detector_note = f"not run: {exc}"
     spans = _spans(alarm, t)
+    drift_note = _drift_note(pairs, t)
     sections, metric_rows, align_rows = [], [], []
     for p in pairs:
         resid = p.measured - p.simulated
@@ -196,12 +197,15 @@ def render(recording, out, *, params=None, train: int = 400, n_boot: int = 500) 
     css = ("body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin:1em 0}"
            "td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}th{background:#eee}img{max-width:100%}"
            "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}")
+    assim_note = (" The run assimilated its measurements (<code>--assimilate</code>): the simulated values are Kalman"
+                  " estimates, so their residuals measure the filter, not the bare model." if "assimilation" in str(rec.provenance.get("stages", "")) else "")
     alarms_txt = ", ".join(f"{a:.0f}–{b:.0f} s" for a, b in spans) or "none"
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>twinstage validation report</title><style>{css}</style></head><body>
 <h1>Validation report</h1>
-<p>Recording <code>{html.escape(str(rec.path))}</code>: {n} ticks, {len(pairs)} measured channels.</p>
+<p>Recording <code>{html.escape(str(rec.path))}</code>: {n} ticks, {len(pairs)} measured channels.{assim_note}</p>
 <h2>Alarms</h2><p>Live anomaly detector {html.escape(detector_note)}. Alarm spans: {html.escape(alarms_txt)}.</p>{timeline}
+<h2>Drift (needs recalibration?)</h2><p>{drift_note}</p>
 <h2>Metrics (95 % block-bootstrap confidence intervals)</h2>
 {_table(["channel", "unit", "n", "MAE", "RMSE", "MAPE %", "bias (sim − meas)"], metric_rows)}
 <h2>Alignment</h2>{_table(["channel", "Good samples", "time skew (cross-correlation)"], align_rows)}
@@ -214,6 +218,28 @@ def render(recording, out, *, params=None, train: int = 400, n_boot: int = 500) 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(doc, encoding="utf-8")
     return out
+
+
+def _drift_note(pairs, t) -> str:
+    """The slow drift monitor replayed over the recorded residuals: does the twin need recalibrating?"""
+    from ._drift import DriftError, DriftMonitor
+
+    R = np.column_stack([np.where((p.quality & 16) != 0, np.nan, p.measured - p.simulated) for p in pairs])
+    n = R.shape[0]
+    mon = DriftMonitor()
+    fit = min(max(4 * mon.block, n // 3), n // 2)
+    try:
+        mon.fit(R[:fit])
+    except DriftError as exc:
+        return html.escape(f"Drift monitor not run: {exc}.")
+    flags = mon.run(R[fit:])
+    names = [f"{p.sensor}.twin:{p.attribute}" for p in pairs]
+    if not flags.any():
+        return html.escape(f"Drift monitor (block CUSUM, fitted on the first {fit} ticks): no drift; the calibration still holds.")
+    first = fit + int(np.argmax(flags))
+    drifting = [nm for nm, d in zip(names, mon.drifting) if d] or ["(cleared by the end)"]
+    return ("<b>NEEDS RECALIBRATION</b>: " + html.escape(f"the drift monitor (block CUSUM, fitted on the first {fit} ticks) flagged "
+            f"drift from t = {t[first]:.0f} s; drifting at the end: {', '.join(drifting)}. Run `twinstage calibrate` on recent data."))
 
 
 def _calibration_section(params) -> str:

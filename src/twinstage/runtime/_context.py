@@ -17,7 +17,8 @@ class SinkContext:
     and ``tick_count`` / ``sim_time``. Control (the back-channel a bridge or viewer
     offers its clients): ``set``, ``get``, ``unit``, ``pause``, ``resume``, ``stop``,
     ``step``. Reports: ``stats()``, ``provenance()``, ``quality_reason(path, attr)``
-    and ``freshness()`` (per-channel age of the last good telemetry sample).
+    ``freshness()`` (per-channel age of the last good telemetry sample) and
+    ``sample_times()`` (time of the newest sample, good or bad).
 
     A sink that holds this instead of the Twin cannot reach into another sink or into
     the engine's internals; it is the whole contract.
@@ -76,6 +77,10 @@ class SinkContext:
 
     def freshness(self) -> dict[str, Any]:
         return self._engine.freshness()
+
+    def sample_times(self) -> dict[str, Any]:
+        """Per fed channel, the sim time of each row's newest telemetry sample, good or bad (NaN: not fed)."""
+        return self._engine.feeds.sample_times()
 
 
 class Sink(Protocol):

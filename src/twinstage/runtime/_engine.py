@@ -2,7 +2,7 @@
 
 One tick runs six explicit stages, in this order::
 
-    sources → queued sets → models → quality → diff → sinks
+    sources → queued sets → models → [added stages] → quality → diff → sinks
 
 * **sources** — replay sources are polled for the tick's sim-time window, live
   sources' batches are drained from the bounded inbox, everything is aligned onto the
@@ -11,6 +11,10 @@ One tick runs six explicit stages, in this order::
   pxr edits of the stage);
 * **models** — each model steps its prims vectorised; rows fed by a source are then
   restored, so a model never overwrites a measurement;
+* **added stages** — optional, :meth:`Engine.add_stage` (e.g. the fidelity
+  package's data assimilation): each gets ``step(t, dt)`` with this tick's model
+  values and measurements (and their telemetry flags) in the table, and may
+  rewrite values and quality flags before the quality checks run;
 * **quality** — non-finite values are replaced and flagged BAD, limits set
   OUT_OF_RANGE, fed rows get their telemetry flags (STALE, LATE, BAD, …);
 * **diff** — the immutable :class:`~twinstage.state.Frame` of what changed;
@@ -98,6 +102,8 @@ class Engine:
         self._stop = False
         self._running = False
         self._sinks: list[Sink] = []
+        self._stages: list[Any] = []
+        self.params_layers: list[dict[str, Any]] = []  #: calibration layers applied (path, sha256, applied/skipped): provenance
         self._frame: Frame | None = None
         self.context = SinkContext(self)
 
@@ -214,6 +220,23 @@ class Engine:
             if callable(fed):
                 fed(self.feeds.fed)
 
+    # -- stages -----------------------------------------------------------------
+    def add_stage(self, stage: Any) -> Any:
+        """Run ``stage.step(t, dt)`` each tick after the models, before the quality checks (which see
+        what it wrote into ``ctx.table``). ``stage.start(ctx)`` gets the :class:`SinkContext`;
+        optional ``describe()`` goes into the provenance, ``close()`` runs at close. Errors are logged."""
+        stage.start(self.context)
+        self._stages.append(stage)
+        return stage
+
+    def remove_stage(self, stage: Any) -> None:
+        if stage in self._stages:
+            self._stages.remove(stage)
+
+    @property
+    def stages(self) -> tuple[Any, ...]:
+        return tuple(self._stages)
+
     # -- sinks ------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> Sink:
         sink.start(self.context)
@@ -230,15 +253,19 @@ class Engine:
         sink = self.add_sink(_CallbackSink(callback))
         return lambda: self.remove_sink(sink)
 
-    def record(self, path: Any, *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False) -> Any:
+    def record(self, path: Any, *, save_every_s: float = 2.0, every: int = 1, reproducible: bool = False,
+               chunked: bool | None = None, chunk_ticks: int | None = None) -> Any:
         """Record every ``every``-th tick to ``path`` (a separate USD layer), saving atomically.
 
         ``reproducible=True`` keeps wall-clock times and the command line out of the
         provenance: the same scene, seed and inputs then give a byte-identical file.
+        ``chunked=True`` writes chunks stitched by USD value clips, so a save costs the
+        new ticks only (see :class:`~twinstage.usd._recorder.Recorder`).
         """
         from ..usd._recorder import Recorder
 
-        return self.add_sink(Recorder(path, save_every_s=save_every_s, every=every, reproducible=reproducible))
+        return self.add_sink(Recorder(path, save_every_s=save_every_s, every=every, reproducible=reproducible,
+                                      chunked=chunked, chunk_ticks=chunk_ticks))
 
     # -- running ------------------------------------------------------------------
     def pause(self) -> None:
@@ -271,6 +298,8 @@ class Engine:
             self._stage_sources(t0, t1, wall)
         self._stage_sets()
         self._stage_models(t0, clock.dt)
+        if self._stages:
+            self._stage_added(t0, clock.dt)
         self._stage_quality()
         clock.advance()
         frame = self.table.diff(clock.tick, clock.sim_time, time.time())
@@ -300,6 +329,15 @@ class Engine:
             model.step(self.table, t, dt, self._rngs[model.name])
             if feeds is not None:  # a model never overwrites a measurement, not even for the next model
                 feeds.write()
+
+    def _stage_added(self, t: float, dt: float) -> None:
+        if self.feeds:  # measurements' telemetry flags for this tick (the quality stage sets them again)
+            self.feeds.flag()
+        for stage in self._stages:
+            try:
+                stage.step(t, dt)
+            except Exception as exc:  # a failing stage must not stop the clock
+                self._error(f"tick {self.clock.tick + 1}: stage {type(stage).__name__} failed: {exc!r}")
 
     def _stage_quality(self) -> None:
         table = self.table
@@ -384,11 +422,12 @@ class Engine:
         self.feeds.close()
         for e in self.feeds.errors:
             self._error(e)
-        for sink in self._sinks:
+        for part in (*self._stages, *self._sinks):  # a stage's close() is optional
             try:
-                sink.close()
+                if callable(getattr(part, "close", None)):
+                    part.close()
             except Exception as exc:
-                self._error(f"closing {type(sink).__name__} failed: {exc!r}")
+                self._error(f"closing {type(part).__name__} failed: {exc!r}")
 
     def __enter__(self) -> "Engine":
         return self

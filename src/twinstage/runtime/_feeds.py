@@ -204,6 +204,17 @@ class Feeds:
                 a[fa.rows_of[ch]] = fa.age[sl]
         return out
 
+    def sample_times(self) -> dict[str, np.ndarray]:
+        """Sim time of the newest sample consumed, good or bad, per row of every fed channel
+        (NaN: not fed; -inf: none yet): a value that grew since the last tick is a new sample."""
+        out: dict[str, np.ndarray] = {}
+        for al in self.aligners.values():
+            fa = al.feed
+            for ch, sl in fa.slices.items():
+                a = out.setdefault(ch, np.full(len(self.table.channels[ch]), np.nan))
+                a[fa.rows_of[ch]] = fa.t_seen[sl]
+        return out
+
     def stats(self) -> dict[str, Any]:
         per = {}
         for name, src in self.sources.items():

@@ -26,6 +26,7 @@ def add_parsers(sub: Any, *, count: Any) -> None:
     c = sub.add_parser("compare", help="compare two runs (metrics, per-attribute diff) or summarise a sweep")
     c.add_argument("runs", nargs="+", metavar="RUN", help="two run folders / recordings, or one sweep folder")
     c.add_argument("--diff", metavar="OUT.usdc", help="write B − A as a recording (view it with --record OUT.usdc --color-by ATTR)")
+    c.add_argument("--against", metavar="RUN_ID", help="with a sweep folder: diff every run against this one (id or unique prefix)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_compare)
 
@@ -110,12 +111,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ._compare import compare_runs, compare_sweep
+    from ._compare import compare_runs, compare_sweep, compare_sweep_against
     from ._spec import ScenarioError
 
     try:
         if len(args.runs) == 1:
-            print(compare_sweep(args.runs[0]))
+            print(compare_sweep_against(args.runs[0], args.against) if args.against else compare_sweep(args.runs[0]))
             return 0
         if len(args.runs) != 2:
             raise ScenarioError("compare takes two runs (or one sweep folder)")

@@ -129,6 +129,32 @@ def _write_diff(ra: Any, rb: Any, ticks: np.ndarray, diffs: dict[str, np.ndarray
     return out
 
 
+def compare_sweep_against(out: str | Path, reference: str, limit: int = 6) -> str:
+    """Every ok run of a sweep diffed against run ``reference`` (an id or id prefix): the attributes
+    that differ most, max |run − reference| per run."""
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    df = pq.read_table(out / "results.parquet").to_pandas()
+    ok = df[df["status"] == "ok"]
+    ref = ok[ok["run_id"].str.startswith(reference)]
+    if len(ref) != 1:
+        raise ScenarioError(f"{out}: --against {reference!r} matches {len(ref)} finished runs; give a unique run id prefix")
+    ref_dir = out / "runs" / ref["run_id"].iloc[0]
+    table: dict[str, dict[str, float]] = {}
+    for rid in ok["run_id"]:
+        cmp = compare_runs(ref_dir, out / "runs" / rid)
+        table[rid] = {f"{r['prim']}.{r['attribute']}": r["max_abs"] for r in cmp.attributes}
+    keys = sorted({k for row in table.values() for k in row}, key=lambda k: -max(row.get(k, 0.0) for row in table.values()))[:limit]
+    params = [c for c in df.columns if c.startswith("p:")]
+    lines = [f"max |run − {ref['run_id'].iloc[0]}| per attribute ({len(table)} runs)"]
+    head = ["run_id"] + params + keys
+    rows = [[rid] + [f"{float(ok[ok['run_id'] == rid][p].iloc[0]):.4g}" for p in params] + [f"{table[rid].get(k, 0.0):.4g}" for k in keys] for rid in table]
+    w = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines += ["  ".join(str(x).rjust(n) for x, n in zip(r, w)) for r in [head] + rows]
+    return "\n".join(lines)
+
+
 def compare_sweep(out: str | Path, limit: int = 6) -> str:
     """A table of a sweep's runs: parameters, status and the metrics that vary most across runs."""
     import pyarrow.parquet as pq

@@ -247,21 +247,41 @@ def _run_isolated(task: dict[str, Any], ctx: Any, done: Callable[..., None]) -> 
 
 
 def _run_dask(tasks: list[dict[str, Any]], address: str, done: Callable[..., None], timeout: float) -> None:
+    """Runs on a Dask cluster. A worker that dies takes the tasks queued on it down too (Dask
+    counts them all as suspects); a run that ends in ``KilledWorker`` is therefore retried once,
+    alone in the queue's order, and only a second ``KilledWorker`` marks it failed."""
+    import itertools
+
     try:
         from distributed import Client, as_completed
+        from distributed.scheduler import KilledWorker
     except ImportError:
-        raise SweepError("--scheduler needs dask[distributed]: pip install 'twinstage[sweep]'") from None
+        raise SweepError("--scheduler needs dask[distributed]: pip install 'twinstage[scenarios]'") from None
     try:
         client = Client(address, timeout=f"{timeout}s", set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise SweepError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {exc}") from None
+    serial = itertools.count()
+    nonce = f"{os.getpid():x}-{time.monotonic_ns() & 0xffffff:x}"
+
+    def submit(t: dict[str, Any]) -> Any:
+        return client.submit(run_task, t, key=f"twinstage-run-{t['run_id']}-{nonce}-{next(serial)}", pure=False)
+
     try:
-        futs = {client.submit(run_task, t, key=f"twinstage-run-{t['run_id']}-{t['out'].__hash__() & 0xffffff:x}", pure=False): t for t in tasks}
-        for fut in as_completed(list(futs), loop=client.loop):
-            t = futs[fut]
+        futs = {submit(t): (t, 0) for t in tasks}
+        queue = as_completed(list(futs), loop=client.loop)
+        for fut in queue:
+            t, tries = futs.pop(fut)
             try:
                 done(fut.result())
-            except Exception as exc:  # KilledWorker (the run killed its workers), or the run's own error
+            except KilledWorker as exc:
+                if tries == 0:
+                    retry = submit(t)
+                    futs[retry] = (t, 1)
+                    queue.add(retry)
+                else:
+                    done(failed_row(t, f"worker process died while running this run (KilledWorker: {exc})"))
+            except Exception as exc:  # the run's own error, raised in the worker
                 done(failed_row(t, f"{type(exc).__name__}: {exc}"))
     finally:
         client.close()

@@ -46,6 +46,14 @@ SKAB_UNITS = {
 }
 SKAB_PERIOD_S = 1.0  # SKAB samples at 1 Hz
 
+#: fidelity state on the pump: the live anomaly detector's score and alarm (``twinstage
+#: run --detect``; the viewer pulses the pump while ``anomalyAlarm`` is set), and one
+#: standard deviation per assimilated attribute (``twinstage run --assimilate``)
+ANOMALY_ATTRS = [
+    ("anomalyScore", "float", 0.0, "1", 0.0, float("inf"), "Live anomaly score (windowed detector on the sensors; docs/fidelity.md)"),
+    ("anomalyAlarm", "bool", False, "1", float("-inf"), float("inf"), "Anomaly alarm (with hysteresis) raised by the live detector"),
+]
+
 #: pump twin attributes: name, unit, initial value, min, max, role, description
 PUMP_ATTRS = [
     ("motorSpeed", "1", 1.0, 0.0, 1.2, "input", "Motor speed as a fraction of nominal"),
@@ -136,6 +144,13 @@ def build_pump_testbed(path: str | os.PathLike[str] | None = None, *, parts: str
     geom(box, "/Testbed/Pump/Foot", (1.1, 0.4, 0.2), STEEL, center=(-0.1, 0, 0.1))
     for name, unit, value, lo, hi, role, doc in PUMP_ATTRS:
         declare_attribute(pump, name, "float", value, unit=unit, min=lo, max=hi, role=role, description=doc)
+    for name, typ, value, unit, lo, hi, doc in ANOMALY_ATTRS:
+        declare_attribute(pump, name, typ, value, unit=unit, min=lo, max=hi, role="state", description=doc)
+    pump.CreateAttribute("twin:anomalyAlarm:alarmHigh", Sdf.ValueTypeNames.Double, custom=True).Set(1.0)  # the viewer's alarm level
+    for _, _, attr, unit, *_ in SENSORS:  # the assimilated attributes' uncertainty (0 until assimilation runs)
+        std_unit = "delta_degC" if unit == "degC" else unit
+        declare_attribute(pump, f"{attr}Std", "float", 0.0, unit=std_unit, min=0.0, role="state",
+                          description=f"One standard deviation of the assimilated {attr} (ESTIMATED)")
 
     for name, x, asset_id, doc in (("Valve1", -0.55, "valve1", "Inlet valve (tank → pump)"), ("Valve2", 1.15, "valve2", "Outlet valve (pump → loop)")):
         valve = _asset(stage, f"/Testbed/{name}", (x, -0.9 if name == "Valve2" else 0.0, 0.1))

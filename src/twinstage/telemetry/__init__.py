@@ -23,6 +23,7 @@ _LAZY = {
     "MqttSource": "._mqtt",
     "OpcUaSource": "._opcua",
     "SqlSource": "._sql",
+    "BridgeIngestSource": "._ingest",  # fed by the bridge's ingest messages (twinstage serve --ingest)
     "read_window": "._sql",
     "encode_batch": "._payload",
     "parse_payload": "._payload",

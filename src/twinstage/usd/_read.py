@@ -20,6 +20,8 @@ result (or the :class:`~twinstage.usd.SchemaError`) is always the same.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import Any
 from pxr import Sdf, Usd
 
 from ..state import Declaration
+from ..state._table import declaration_maker
 from . import _readcache
 from ._schema import ASSET_API, NAMESPACE, ROLES, STATE_API, _USD_TO_TWIN, AssetDecl, read_asset, read_attributes, register
 
@@ -59,9 +62,9 @@ class _LayerReader:
     (``layout``: ((name, value type name or ""), ...), shared between specs; ``values``: the
     defaults, None where none is authored), backed by the on-disk cache."""
 
-    def __init__(self, layer: Sdf.Layer, cache: _readcache.Cache | None):
+    def __init__(self, layer: Sdf.Layer, cache: _readcache.Cache | None, key: str | None = None):
         self.layer = layer
-        self.key = cache.key_for(layer) if cache is not None else None
+        self.key = key if key is not None or cache is None else cache.key_for(layer)
         self.cache = cache
         self._intern: dict[Any, Any] = {}
         self.specs: dict[str, Any] = {}
@@ -206,6 +209,7 @@ class _Builder:
     def __init__(self) -> None:
         self.plans: dict[tuple, _Plan] = {}
         self.metas: dict[tuple, tuple | None] = {}
+        self.makers: dict[tuple, Any] = {}  # (name, type, meta) -> declaration_maker
 
     def build(self, path: str, schemas: tuple, layout: tuple, values: tuple) -> tuple[AssetDecl, list[Declaration]] | None:
         key = (layout, schemas)
@@ -245,8 +249,12 @@ class _Builder:
                     value = bool(value)
             except (TypeError, ValueError, OverflowError):
                 return None
-            unit, lo, hi, desc, role, drives = meta
-            decls.append(Declaration(path, name, twin_type, value, unit, lo, hi, role, drives, desc))
+            mk = (name, twin_type, meta)
+            make = self.makers.get(mk)
+            if make is None:
+                unit, lo, hi, desc, role, drives = meta
+                make = self.makers[mk] = declaration_maker(name, twin_type, unit, lo, hi, role, drives, desc)
+            decls.append(make(path, value))
         return asset, decls
 
 
@@ -264,8 +272,32 @@ def read_twin(stage: Usd.Stage, *, cache: bool | str | os.PathLike[str] | None =
     on-disk cache off; a path puts it there; default ``$XDG_CACHE_HOME/twinstage/read``),
     ``False`` never touches the disk, ``True`` or a folder uses the cache there.
     """
+    with _no_gc():
+        return _read_twin(stage, cache)
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """No cyclic GC while building many small acyclic objects (half a million declarations at
+    100k assets): each gen-2 pass walks the whole growing heap, ~half the build time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _read_twin(stage: Usd.Stage, cache: bool | str | os.PathLike[str] | None) -> TwinDescription:
     register()
     store = _readcache.Cache.open(cache)
+    keys: dict[str, str | None] = {}  # layer identifier -> cache key (each file hashed once)
+    stage_key = store.stage_key(stage, keys) if store is not None else None
+    if stage_key is not None:
+        got = _cached_description(stage, store, stage_key)
+        if got is not None:
+            return got
     readers: dict[str, _LayerReader] = {}
     assets: list[AssetDecl] = []
     decls: list[Declaration] = []
@@ -286,7 +318,7 @@ def read_twin(stage: Usd.Stage, *, cache: bool | str | os.PathLike[str] | None =
             ident = layer.identifier
             reader = readers.get(ident)
             if reader is None:
-                reader = readers[ident] = _LayerReader(layer, store)
+                reader = readers[ident] = _LayerReader(layer, store, keys.get(ident))
             e = reader.get(ps, str(ps.path))
             if e is None:
                 odd = True
@@ -305,4 +337,43 @@ def read_twin(stage: Usd.Stage, *, cache: bool | str | os.PathLike[str] | None =
     hits = sum(1 for r in readers.values() if r.loaded)
     for r in readers.values():
         r.save()
+    if stage_key is not None:
+        store.store(stage_key, _readcache.description_to_plain(assets, decls, slow, len(readers)))
     return TwinDescription(tuple(assets), tuple(decls), {"slow_prims": slow, "layers": len(readers), "cached_layers": hits})
+
+
+def _cached_description(stage: Usd.Stage, store: _readcache.Cache, key: str, sample: int = 16) -> TwinDescription | None:
+    """The whole description stored for this stage's layers, spot-checked against the stage (None: a miss).
+
+    A stage's twin description is a function of the content of the layers it uses
+    (plus load rules, population mask and variant fallbacks, all in ``key``); as for
+    the per-layer entries, a sample of prims is re-read prim by prim in case a file
+    changed after its layer was opened.
+    """
+    plain = store.load(key)
+    if plain is None:
+        return None
+    try:
+        assets, decls, slow = _readcache.description_from_plain(plain, AssetDecl, declaration_maker)
+    except Exception:  # noqa: BLE001 - malformed entry: a miss
+        return None
+    if not assets:
+        return None
+    first = {}
+    for i, d in enumerate(decls):
+        first.setdefault(d.prim, i)
+    step = max(1, len(assets) // sample)
+    for i in sorted(set(range(0, len(assets), step)[:sample]) | {len(assets) - 1}):
+        a = assets[i]
+        prim = stage.GetPrimAtPath(a.path)
+        if not prim:
+            return None
+        try:
+            want = _slow_prim(prim)
+        except Exception:  # noqa: BLE001 - the stage now says something else: re-read it
+            return None
+        j = first.get(a.path, len(decls))
+        if want[0] != a or tuple(want[1]) != tuple(decls[j : j + len(want[1])]) or (j + len(want[1]) < len(decls) and decls[j + len(want[1])].prim == a.path):
+            return None
+    layers = plain.get("layers", 0)
+    return TwinDescription(tuple(assets), tuple(decls), {"slow_prims": slow, "layers": layers, "cached_layers": layers, "description_cached": True})

@@ -88,6 +88,10 @@ class Cache:
             digest += "-" + hashlib.sha256(repr(sorted(args.items())).encode()).hexdigest()[:16]
         return f"{digest}-{fmt}-usd{version}-v{FORMAT}"
 
+    def stage_key(self, stage: Usd.Stage, keys: dict[str, str | None]) -> str | None:
+        """Key of ``stage``'s whole twin description (see :func:`_stage_key`), or None."""
+        return _stage_key(self, stage, keys)
+
     def _file(self, key: str) -> Path:
         return self.folder / f"{key}.pickle"
 
@@ -128,3 +132,88 @@ class Cache:
         for p in files[MAX_FILES:]:
             with contextlib.suppress(OSError):
                 p.unlink()
+
+
+# -- the whole description of a stage ---------------------------------------------
+
+
+def _session_is_empty(layer: Sdf.Layer) -> bool:
+    return not layer.rootPrims and not layer.subLayerPaths and not dict(layer.customLayerData) and not dict(layer.expressionVariables)
+
+
+def _stage_key(self: Cache, stage: Usd.Stage, keys: dict[str, str | None]) -> str | None:
+    """Key of the whole twin description of ``stage``, or None where it cannot be cached.
+
+    What a stage composes is a function of the content of the layers it uses and of
+    how it was opened (load rules, population mask, global variant fallbacks), so the
+    key hashes those; an anonymous or edited layer, or a non-empty session layer,
+    makes the stage uncacheable. ``keys`` collects each layer's key by identifier.
+    """
+    session = stage.GetSessionLayer()
+    root = stage.GetRootLayer()
+    parts = []
+    root_key = None
+    for layer in stage.GetUsedLayers():
+        if session is not None and layer.identifier == session.identifier:
+            if not _session_is_empty(layer):
+                return None
+            continue
+        k = keys[layer.identifier] = self.key_for(layer)
+        if k is None:
+            return None
+        if layer.identifier == root.identifier:
+            root_key = k
+        parts.append(k)
+    if root_key is None:
+        return None
+    how = repr((
+        sorted((str(p), str(r)) for p, r in stage.GetLoadRules().GetRules()),
+        str(stage.GetPopulationMask()),
+        sorted((k, list(v)) for k, v in Usd.Stage.GetGlobalVariantFallbacks().items()),
+    ))
+    h = hashlib.sha256("\n".join([root_key, *sorted(parts), how]).encode())
+    return f"stage-{h.hexdigest()}-v{FORMAT}"
+
+
+def description_to_plain(assets: list, decls: list, slow: int, layers: int) -> dict[str, Any]:
+    """Assets and declarations as plain lists (strings, numbers, tuples) for the cache."""
+    intern: dict[Any, Any] = {}
+    paths = [a.path for a in assets]
+    index = {p: i for i, p in enumerate(paths)}
+    templates: dict[tuple, int] = {}
+    dp, dt, dv = [], [], []
+    for d in decls:
+        t = (d.name, d.type, d.unit, d.min, d.max, d.role, d.drives, d.description)
+        ti = templates.get(t)
+        if ti is None:
+            ti = templates[t] = len(templates)
+        dp.append(index[d.prim])
+        dt.append(ti)
+        dv.append(d.value)
+    return {
+        "paths": paths,
+        "fields": [[intern.setdefault(x, x) for x in col] for col in zip(*((a.kind, a.asset_id, a.model) for a in assets))] if assets else [[], [], []],
+        "templates": list(templates),
+        "decl_prim": dp,
+        "decl_template": dt,
+        "decl_value": dv,
+        "slow_prims": slow,
+        "layers": layers,
+    }
+
+
+def description_from_plain(plain: dict[str, Any], asset_cls: Any, maker: Any) -> tuple[list, list, int]:
+    """Inverse of :func:`description_to_plain`; raises on a malformed entry."""
+    paths = plain["paths"]
+    kinds, ids, models = plain["fields"]
+    if not (len(paths) == len(kinds) == len(ids) == len(models)):
+        raise ValueError("malformed description")
+    if not all(type(x) is str for col in (paths, kinds, ids, models) for x in col):
+        raise ValueError("malformed description")
+    assets = [asset_cls(p, k, i, m) for p, k, i, m in zip(paths, kinds, ids, models)]
+    makers = [maker(*t) for t in plain["templates"]]
+    dp, dt, dv = plain["decl_prim"], plain["decl_template"], plain["decl_value"]
+    if not (len(dp) == len(dt) == len(dv)):
+        raise ValueError("malformed description")
+    decls = [makers[t](paths[p], v) for p, t, v in zip(dp, dt, dv)]
+    return assets, decls, int(plain["slow_prims"])

@@ -86,11 +86,12 @@ class LiveWriter:
         self.bind(twin.stage, twin.table, twin.live_layer)
 
     def bind(self, stage: Usd.Stage, table: StateTable, layer: Sdf.Layer) -> None:
-        """Create the live layer's ``over`` prim specs; attribute specs are made on first write.
+        """Bind to ``table``; the live layer's ``over`` prim and attribute specs are made on first write.
 
         An entry that never changes (a model parameter, most of a big twin) gets no
         spec at all: at 10k factory machines that is 40k of 50k specs, and the ~0.3 s
-        of creating them when the twin opens. Drive targets are checked here.
+        of creating them when the twin opens; a prim none of whose entries changed
+        gets no prim spec either. Drive targets are checked here.
         """
         self.table = table
         self.layer = layer
@@ -102,27 +103,31 @@ class LiveWriter:
         self._unresolved: dict[str, int] = {}
         self._drives: dict[str, np.ndarray] = {}
         self._conv = {n: _scalar_setter(table.channels[n].type) for n in self._names}
-        used = np.zeros(len(table.prims), dtype=bool)
-        for ch in table.channels.values():
-            used[ch.prim_index] = True
+        # prim specs, like attribute specs, are made on an entry's first write (or here for a drive)
+        self._prim_specs: list[Sdf.PrimSpec | None] = [None] * len(table.prims)
         with Sdf.ChangeBlock():
-            self._prim_specs: list[Sdf.PrimSpec | None] = [
-                Sdf.CreatePrimInLayer(layer, p) if u else None for p, u in zip(table.prims, used.tolist())
-            ]
             for name in self._names:
                 ch = table.channels[name]
                 self._specs[name] = np.full(len(ch), None, dtype=object)
                 self._unresolved[name] = len(ch)
-                drives = np.empty(len(ch), dtype=object)
+                drives = None
                 for r, target in enumerate(ch.drives):
                     if target:
+                        if drives is None:
+                            drives = np.empty(len(ch), dtype=object)
                         pi = int(ch.prim_index[r])
-                        drives[r] = self._drive_spec(stage, self._prim_specs[pi], target, table.prims[pi], name)
-                self._drives[name] = drives if any(d is not None for d in drives) else None
+                        drives[r] = self._drive_spec(stage, self._prim_spec(pi), target, table.prims[pi], name)
+                self._drives[name] = drives if drives is not None and any(d is not None for d in drives) else None
         n = table.n_entries
         self._dirty = np.zeros(n, dtype=bool)
         self._since = np.full(n, -1, dtype=np.int64)
         self._cursor = 0
+
+    def _prim_spec(self, pi: int) -> Sdf.PrimSpec:
+        ps = self._prim_specs[pi]
+        if ps is None:
+            ps = self._prim_specs[pi] = Sdf.CreatePrimInLayer(self.layer, self.table.prims[pi])
+        return ps
 
     def _resolve(self, name: str, rows: np.ndarray) -> None:
         """Attribute specs for ``rows`` of channel ``name`` (sorted), created where missing."""
@@ -132,10 +137,10 @@ class LiveWriter:
             return
         ch = self.table.channels[name]
         attr_name, vtype = f"twin:{name}", VALUE_TYPES[ch.type]
-        prim_specs = self._prim_specs
+        prim_specs, prim_spec = self._prim_specs, self._prim_spec
         with Sdf.ChangeBlock():
             for r, pi in zip(rows.tolist(), ch.prim_index[rows].tolist()):
-                ps = prim_specs[pi]
+                ps = prim_specs[pi] or prim_spec(pi)
                 arr[r] = ps.attributes.get(attr_name) or Sdf.AttributeSpec(ps, attr_name, vtype)
         self._unresolved[name] -= len(rows)
 

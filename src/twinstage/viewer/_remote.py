@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..state import Change, Frame
 from ._env import ViewerUnavailable
 
 log = logging.getLogger("twinstage.viewer")
@@ -83,10 +84,11 @@ class RemoteFeed:
         self.status = "connecting"
         self.error: str = ""
         self._client = Client(url, token=token)
+        self._client.replica.track_dirty = True  # the rows each update changed: all the viewer copies
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._map: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
+        self._map: dict[str, np.ndarray] = {}  #: remote channel -> local row per remote row (-1: not in the local scene)
         self._alarms_seen = 0
         self._hello: dict[str, Any] | None = None
         self._hello_event = threading.Event()
@@ -118,7 +120,8 @@ class RemoteFeed:
     # -- wiring -----------------------------------------------------------------------------
     def _build_map(self) -> None:
         st = self.viewer.state
-        per: dict[str, tuple[list[int], list[int]]] = {}
+        rep = self._client.replica
+        out: dict[str, np.ndarray] = {}
         missing = 0
         for a in self._hello["attributes"]:
             pi = st.prim_index.get(a["prim"])
@@ -127,12 +130,15 @@ class RemoteFeed:
             if r is None:
                 missing += 1
                 continue
-            per.setdefault(name, ([], []))
-            per[name][0].append(int(a["index"]))
-            per[name][1].append(r)
+            lay = rep.layout.get(name)
+            if lay is None:
+                continue
+            if name not in out:
+                out[name] = np.full(lay.length, -1, dtype=np.int64)
+            out[name][int(a["index"]) - lay.offset] = r
         if missing:
             log.info("viewer: %d remote entries are not in the local scene", missing)
-        self._map = [(name, np.array(idx), np.array(rows), st.channels[name].type == "vec3") for name, (idx, rows) in per.items()]
+        self._map = out
 
     def _on_state(self, kind: str, client: Any) -> None:
         if kind == "closed":
@@ -141,22 +147,19 @@ class RemoteFeed:
         if kind == "alarm":
             self._take_alarms(client)
             return
-        if kind not in ("binary", "snapshot", "delta") or not self._map:
+        if kind not in ("binary", "snapshot", "delta", "values") or not self._map:
             return
-        st = self.viewer.state
-        vals, qual = {}, {}
-        known = client._known
-        for name, idx, rows, vec in self._map:
-            ok = known[idx]
-            if not ok.any():
+        rep = client.replica
+        changes = {}
+        for name, rows in rep.take_dirty().items():  # the replica's dirty rows: exactly what changed since the last update
+            local = self._map.get(name)
+            if local is None:
                 continue
-            cur = st.values[name].copy()
-            q = st.quality[name].copy()
-            src = client._vec3[idx] if vec else client._scalar[idx]
-            cur[rows[ok]] = src[ok]
-            q[rows[ok]] = client._quality[idx][ok]
-            vals[name], qual[name] = cur, q
-        st.set_all(vals, qual, tick=client.tick, sim_time=client.sim_time)
+            lr = local[rows]
+            ok = lr >= 0
+            if ok.any():
+                changes[name] = Change.make(lr[ok], rep.values[name][rows[ok]], rep.quality[name][rows[ok]])
+        self.viewer.state.apply(Frame.make(rep.tick, rep.sim_time, rep.wall_time, changes))
         self.status = f"seq {client.seq}"
         self._ready.set()
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..state import Channel, Frame, Quality
+from ..state import Channel, Frame, Quality, Replica
 from . import _colormap as cm
 
 log = logging.getLogger("twinstage.viewer")
@@ -29,6 +29,7 @@ log = logging.getLogger("twinstage.viewer")
 _OOR = np.uint8(Quality.OUT_OF_RANGE)
 _BAD = np.uint8(Quality.BAD)
 _STALEISH = np.uint8(Quality.STALE | Quality.LATE)
+_EST = np.uint8(Quality.ESTIMATED)
 
 
 class TwinState:
@@ -39,14 +40,20 @@ class TwinState:
         self.prims = tuple(prims)
         self.prim_index = {p: i for i, p in enumerate(self.prims)}
         self.channels = dict(channels)
-        self.values = {k: np.array(v, copy=True) for k, v in values.items()}
-        self.quality = {k: np.array(quality[k], dtype=np.uint8, copy=True) if quality and k in quality else
-                        np.zeros(len(self.channels[k]), np.uint8) for k in self.channels}
+        # values, quality and dirty rows live in one twinstage.state.Replica (the same mirror the bridge and its client keep)
+        self._replica = Replica({k: (c.offset, len(c), c.type) for k, c in self.channels.items()}, track_dirty=True, known=True)
+        for k in self.channels:
+            if k in values:
+                self._replica.values[k][...] = values[k]
+            if quality and k in quality:
+                self._replica.quality[k][...] = quality[k]
+        self.values = self._replica.values
+        self.quality = self._replica.quality
         self.tick = tick
         self.sim_time = sim_time
         self.wall_time = 0.0
         self._lock = threading.Lock()
-        self._dirty: dict[str, list[np.ndarray]] = {k: [np.arange(len(c))] for k, c in self.channels.items()}
+        self._replica.mark_all_dirty()
         self.frames_seen = 0
         # rows of each prim per channel, for the selection panel
         self._rows: dict[str, dict[int, int]] = {k: {int(p): r for r, p in enumerate(c.prim_index)} for k, c in self.channels.items()}
@@ -60,13 +67,7 @@ class TwinState:
     def apply(self, frame: Frame) -> None:
         """Take one Frame's changes (any thread)."""
         with self._lock:
-            for name, ch in frame.changes.items():
-                vals = self.values.get(name)
-                if vals is None or not len(ch.rows):
-                    continue
-                vals[ch.rows] = ch.values
-                self.quality[name][ch.rows] = ch.quality
-                self._dirty[name].append(np.asarray(ch.rows))
+            self._replica.apply(frame)
             self.tick, self.sim_time, self.wall_time = frame.tick, frame.sim_time, frame.wall_time
             self.frames_seen += 1
 
@@ -88,7 +89,7 @@ class TwinState:
                 if len(rows):
                     cur[rows] = v[rows]
                     self.quality[name][rows] = q[rows]
-                    self._dirty[name].append(rows)
+                    self._replica.mark_dirty(name, rows)
             if tick is not None:
                 self.tick = int(tick)
             if sim_time is not None:
@@ -97,17 +98,11 @@ class TwinState:
     def take_dirty(self) -> dict[str, np.ndarray]:
         """Rows changed since the last call, per channel (drawing thread)."""
         with self._lock:
-            out = {}
-            for k, lst in self._dirty.items():
-                if lst:
-                    out[k] = np.unique(np.concatenate(lst)) if len(lst) > 1 else lst[0]
-                    self._dirty[k] = []
-            return out
+            return self._replica.take_dirty()
 
     def mark_all_dirty(self) -> None:
         with self._lock:
-            for k, c in self.channels.items():
-                self._dirty[k] = [np.arange(len(c))]
+            self._replica.mark_all_dirty()
 
     # -- reading -------------------------------------------------------------------------
     def attributes(self, prim_index: int) -> list[str]:
@@ -311,6 +306,8 @@ class Overlays:
         self._build_limit_arrays()
         self.level = {k: np.zeros(self.n, np.uint8) for k in state.channels}
         self.qcode = {k: np.zeros(self.n, np.uint8) for k in state.channels}
+        #: ESTIMATED values that carry an uncertainty (a companion ``<name>Std`` channel): drawn with a light hatch
+        self.uncertain = {k: np.zeros(self.n, bool) for k in state.channels if f"{k}Std" in state.channels}
         self.external: dict[int, tuple[int, str]] = {}  # object -> (level, message) set by fidelity monitors etc.
         self.drives = drives
         self.alarm_count = 0
@@ -318,7 +315,7 @@ class Overlays:
     # -- configuration ----------------------------------------------------------------
     def _read_usd_limits(self, stage: Any) -> None:
         for name, ch in self.state.channels.items():
-            if ch.type not in ("float", "int"):
+            if ch.type not in ("float", "int", "bool"):  # a bool compares as 0/1 (twin:anomalyAlarm:alarmHigh = 1)
                 continue
             for r, pi in enumerate(ch.prim_index.tolist()):
                 prim = stage.GetPrimAtPath(self.state.prims[pi])
@@ -337,7 +334,7 @@ class Overlays:
     def _build_limit_arrays(self) -> None:
         self._arrays = {}
         for name, ch in self.state.channels.items():
-            if ch.type not in ("float", "int"):
+            if ch.type not in ("float", "int", "bool"):
                 continue
             n = len(ch)
             arr = [np.full(n, -np.inf), np.full(n, np.inf), np.full(n, -np.inf), np.full(n, np.inf)]
@@ -427,6 +424,8 @@ class Overlays:
                 lvl = np.maximum(lvl, np.where((v <= al) | (v >= ah), 2, 0).astype(np.uint8))
             self.level[name][objs] = lvl
             self.qcode[name][objs] = np.where(q & _BAD, 2, np.where(q & _STALEISH, 1, 0))
+            if name in self.uncertain:
+                self.uncertain[name][objs] = (q & _EST) != 0
             affected.append(objs)
         cb = self.color_by
         if cb is not None and cb.auto and cb.attribute in dirty:
@@ -469,6 +468,11 @@ class Overlays:
         if self.external:
             ext = np.array([self.external.get(int(o), (0, ""))[0] for o in objs], np.uint8)
             lv = np.maximum(lv, ext)
+        if self.uncertain:  # shader code 3: estimated with uncertainty (stale and bad take precedence)
+            est = np.zeros(len(objs), bool)
+            for a in self.uncertain.values():
+                est |= a[objs]
+            qc = np.where((qc == 0) & est, 3, qc).astype(np.uint8)
         gpu.set_state(objs, alarm=lv.astype(np.float32), quality=qc.astype(np.float32))
 
     def refresh_external(self, gpu: Any, objs: Sequence[int]) -> None:

@@ -857,7 +857,11 @@ class Viewer:
         st = self.state
         if ob.twin and st is not None:
             meas_of = {sc: (p, c) for p, (c, src, sc) in self._measures.items() if src == o}
-            for n in st.attributes(o):
+            names = list(st.attributes(o))
+            ages = self._freshness()
+            for n in names:
+                if n.endswith("Std") and n[:-3] in names:
+                    continue  # shown as ± on its attribute
                 v = st.value(o, n)
                 ch = st.channels[n]
                 r = st.row(o, n)
@@ -871,6 +875,12 @@ class Viewer:
                 tag = "  ALARM" if lvl >= 2 else "  warn" if lvl == 1 else ""
                 color = RED if lvl >= 2 else AMBER if lvl == 1 else GREY if q & (Quality.BAD | Quality.STALE | Quality.LATE) else TEXT
                 extra = f"  [{', '.join(flags)}]" if flags else ""
+                sd = st.value(o, f"{n}Std") if f"{n}Std" in names else None
+                if sd is not None and isinstance(sd[0], float) and sd[0] > 0:  # an estimate's uncertainty (assimilation)
+                    val = val.replace(" ", f" ± {cm.fmt_value(sd[0], '').strip()} ", 1) if " " in val else f"{val} ± {sd[0]:.3g}"
+                age = ages.get(n)
+                if age is not None and r < len(age) and not np.isnan(age[r]):  # fed by telemetry: age of its last good sample
+                    extra += "  no sample yet" if np.isinf(age[r]) else f"  age {age[r]:.1f} s"
                 line = f"{n} = {val}  {ch.role[r]}{tag}{extra}"
                 if n in meas_of:  # simulated here, measured by a sensor
                     p, c = meas_of[n]
@@ -891,6 +901,14 @@ class Viewer:
                 lines.append((f"alarm: {ext[1] or 'raised externally'}", RED))
             lines.append((self._provenance_line(o), DIM))
         return lines
+
+    def _freshness(self) -> dict:
+        """Per-channel age (s) of the last good telemetry sample, from a live twin (empty otherwise)."""
+        fn = getattr(self.twin, "freshness", None) if self.twin is not None else None
+        try:
+            return dict(fn()) if callable(fn) else {}
+        except Exception:
+            return {}
 
     def _provenance_line(self, o: int) -> str:
         st = self.state

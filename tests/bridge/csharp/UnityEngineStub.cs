@@ -4,7 +4,12 @@ using System;
 namespace UnityEngine
 {
     public class Object { public string name; }
-    public class Component : Object { public Transform transform; public T GetComponent<T>() where T : class { return null; } }
+    public class Component : Object
+    {
+        public Transform transform;
+        public T GetComponent<T>() where T : class { return null; }
+        public T[] GetComponentsInChildren<T>() where T : class { return new T[0]; }
+    }
     public class Behaviour : Component { }
     public class MonoBehaviour : Behaviour { }
     public class Transform : Component
@@ -12,11 +17,13 @@ namespace UnityEngine
         public Vector3 localPosition, localScale;
         public void SetParent(Transform p, bool worldPositionStays) { }
         public Transform Find(string n) { return null; }
+        public int childCount { get { return 0; } }
+        public Transform GetChild(int i) { return null; }
     }
     public class GameObject : Object { public Transform transform; public static GameObject CreatePrimitive(PrimitiveType t) { return new GameObject(); } }
     public enum PrimitiveType { Cube }
-    public class Renderer : Component { public Material material; }
-    public class Material { public Color color; }
+    public class Renderer : Component { public Material material; public Material[] materials; }
+    public class Material { public Color color; public bool HasProperty(string n) { return false; } public void SetColor(string n, Color c) { } }
     public struct Vector3
     {
         public float x, y, z;
@@ -42,4 +49,5 @@ namespace UnityEngine
     }
     public class HeaderAttribute : Attribute { public HeaderAttribute(string h) { } }
     public class TooltipAttribute : Attribute { public TooltipAttribute(string t) { } }
+    public class RequireComponentAttribute : Attribute { public RequireComponentAttribute(Type t) { } }
 }

@@ -1,5 +1,5 @@
-"""The listening socket: the websocket handshake (Origin, token, subprotocol), the optional
-static file server, one session per connection, the send-deadline watchdog and shutdown.
+"""The listening socket: the websocket handshake (Origin, token, subprotocol), the scene's
+GLB (``GET /scene.glb``, same auth), the optional static file server, one session per connection, the send-deadline watchdog and shutdown.
 
 The dialect is chosen by subprotocol (``foxglove.websocket.v1`` → Foxglove, else twinstage);
 everything a dialect needs from the twin it gets from the server, never from here.
@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from ... import __version__
+from .._hello import GLB_PATH, GLB_TYPE
 from .._messages import FOXGLOVE_SUBPROTOCOL, SUBPROTOCOL
 from .auth import Auth, origin_allowed
 from .session import Closed, Session, now
@@ -43,6 +44,45 @@ def static_response(base: Path, path: str) -> Response:
                                         ("X-Content-Type-Options", "nosniff")]), body)
 
 
+def _plain(status: int, reason: str, text: str, extra: Sequence[tuple[str, str]] = ()) -> Response:
+    body = text.encode()
+    return Response(status, reason, Headers([("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *extra]), body)
+
+
+def _cookie_token(headers: Any) -> str | None:
+    for cookie in headers.get_all("Cookie") if hasattr(headers, "get_all") else []:
+        for part in cookie.split(";"):
+            k, _, v = part.strip().partition("=")
+            if k == "twinstage_token" and v:
+                return v
+    return None
+
+
+def glb_response(server: Any, request: Any) -> Response:
+    """``GET /scene.glb``: the scene's GLB with the websocket's auth (token by ?token=, Bearer header or
+    cookie; 401 without an accepted one unless anonymous access is on; 403 for a disallowed Origin)."""
+    headers = request.headers
+    if not origin_allowed(headers.get("Origin"), server.origins, headers.get("Host")):
+        server.count("rejected_origin")
+        return _plain(403, "Forbidden", "Origin not allowed\n")
+    secret = Auth.from_request(request.path, headers) or _cookie_token(headers)
+    if secret is not None:
+        if server.auth.check(secret) is None:
+            server.count("rejected_token")
+            return _plain(401, "Unauthorized", "wrong token\n", [("WWW-Authenticate", 'Bearer realm="twinstage"')])
+    elif server.auth.anonymous is None:
+        server.count("rejected_token")
+        return _plain(401, "Unauthorized", "this server needs a token (?token=, Authorization: Bearer or cookie twinstage_token)\n",
+                      [("WWW-Authenticate", 'Bearer realm="twinstage"')])
+    glb = getattr(getattr(server, "hello_builder", None), "glb", None)
+    if glb is None:
+        return _plain(404, "Not Found", "this server has no scene GLB (no stage, or it could not be exported: see the server log)\n")
+    common = [("ETag", glb.etag), ("Cache-Control", "private, no-cache"), ("X-Content-Type-Options", "nosniff")]
+    if glb.etag in [t.strip() for t in headers.get("If-None-Match", "").split(",")]:
+        return Response(304, "Not Modified", Headers([*common, ("Content-Length", "0")]), b"")
+    return Response(200, "OK", Headers([("Content-Type", GLB_TYPE), ("Content-Length", str(len(glb.data))), *common]), glb.data)
+
+
 class Listener:
     """Accepts connections for a :class:`~twinstage.bridge.Server` (on its event loop)."""
 
@@ -54,8 +94,9 @@ class Listener:
 
     async def start(self) -> int:
         s = self.server
+        sock = getattr(s, "listen_socket", None)  # a fan-out worker: its SO_REUSEPORT socket on the shared port
         self.ws_server = await ws_serve(
-            self._handler, s.host, s.requested_port, compression=None, max_size=s.max_message_bytes, max_queue=16, write_limit=s.write_limit,
+            self._handler, None if sock else s.host, None if sock else s.requested_port, sock=sock, compression=None, max_size=s.max_message_bytes, max_queue=16, write_limit=s.write_limit,
             ping_interval=s.ping_interval, ping_timeout=s.ping_interval, close_timeout=s.send_deadline, open_timeout=10,
             process_request=self._process_request, select_subprotocol=self._select_subprotocol, logger=s.wslog,
             server_header=f"twinstage/{__version__}",
@@ -106,6 +147,8 @@ class Listener:
         s = self.server
         headers = request.headers
         if "websocket" not in headers.get("Upgrade", "").lower():
+            if urlsplit(request.path).path == GLB_PATH:
+                return glb_response(s, request)
             if s.http_dir is not None:
                 return static_response(s.http_dir, request.path)
             return None

@@ -4,7 +4,8 @@
 //
 // Per-object state (one vec4 in s_objects, see twin_mesh.wgsl):
 //   x = alarm level   0 none, 1 warning, 2 alarm
-//   y = quality code  0 good, 1 stale/late (greyed), 2 bad (hatched)
+//   y = quality code  0 good, 1 stale/late (greyed), 2 bad (hatched),
+//                     3 estimated with an uncertainty (thin light hatch over the colour)
 //   z = selected      0/1
 //   w = hidden        0/1
 
@@ -21,6 +22,13 @@ fn twin_hatch(color: vec3<f32>, frag_xy: vec2<f32>, spacing: f32) -> vec3<f32> {
     let s = fract((frag_xy.x + frag_xy.y) / max(spacing, 2.0));
     let grey = twin_grey(color);
     return select(grey, vec3<f32>(0.02, 0.02, 0.02), s < 0.35);
+}
+
+// Estimated (assimilated) values with an uncertainty: the colour stays, thin light stripes
+// across it say "an estimate ± σ", not a measurement (the inspect panel gives σ).
+fn twin_uncertain(color: vec3<f32>, frag_xy: vec2<f32>, spacing: f32) -> vec3<f32> {
+    let s = fract((frag_xy.x - frag_xy.y) / max(spacing, 2.0));
+    return select(color, mix(color, vec3<f32>(1.0, 1.0, 1.0), 0.6), s < 0.22);
 }
 
 // 0..1 pulse; alarms pulse at `hz`, warnings at half of it.

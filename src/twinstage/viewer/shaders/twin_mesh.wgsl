@@ -109,7 +109,9 @@ fn fs_main(varyings: Varyings, @builtin(front_facing) is_front: bool) -> Fragmen
     return out_o;
     $$ else
     var albedo = varyings.color.rgb;
-    if (state.y > 1.5) {
+    if (state.y > 2.5) {
+        albedo = twin_uncertain(albedo, varyings.position.xy, u_material.hatch_px);
+    } else if (state.y > 1.5) {
         albedo = twin_hatch(albedo, varyings.position.xy, u_material.hatch_px);
     } else if (state.y > 0.5) {
         albedo = twin_grey(albedo);

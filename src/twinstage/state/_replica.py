@@ -1,0 +1,207 @@
+"""Replica: one mirror of a twin's state, kept in step by Frames or by flat-indexed snapshots/deltas.
+
+The bridge server (its consistent copy for snapshots), the bridge's Python client
+and the viewer (local or remote) all keep the same thing: per channel a values and
+a quality array, which rows are known, which rows changed since someone last looked
+(dirty rows), and the seq/tick/time of the last update. This is that one copy.
+
+Two ways in:
+
+- :meth:`Replica.apply` takes a :class:`~twinstage.state.Frame` (channel + row);
+- :meth:`Replica.apply_snapshot` / :meth:`Replica.apply_delta` take the bridge's
+  flat entry numbering (``channel.offset + row``), scalar and vec3 entries apart.
+
+It holds no lock: the owner serialises access (one event-loop thread, or its own lock).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from ._frame import Frame
+
+_DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "vec3": np.float64}
+_DIRTY_COMPACT = 64  #: pending dirty arrays per channel before they are merged
+
+
+class ChannelLayout(tuple):
+    """``(offset, length, type)`` of one channel in the flat entry numbering."""
+
+    __slots__ = ()
+
+    def __new__(cls, offset: int, length: int, type: str) -> "ChannelLayout":
+        if type not in _DTYPES:
+            raise ValueError(f"unknown channel type {type!r} (one of {', '.join(_DTYPES)})")
+        if offset < 0 or length < 0:
+            raise ValueError(f"bad channel layout offset={offset} length={length}")
+        return tuple.__new__(cls, (int(offset), int(length), type))
+
+    offset = property(lambda self: self[0])
+    length = property(lambda self: self[1])
+    type = property(lambda self: self[2])
+
+
+class Replica:
+    """Values + quality per channel, known rows, dirty rows, and the position (seq, tick, times)."""
+
+    def __init__(self, layout: Mapping[str, tuple[int, int, str]], *, track_dirty: bool = False, known: bool = False):
+        self.layout: dict[str, ChannelLayout] = {n: ChannelLayout(*v) for n, v in layout.items()}
+        self.values: dict[str, np.ndarray] = {}
+        self.quality: dict[str, np.ndarray] = {}
+        self.known: dict[str, np.ndarray] = {}
+        for name, (_, n, kind) in self.layout.items():
+            self.values[name] = np.zeros((n, 3) if kind == "vec3" else n, dtype=_DTYPES[kind])
+            self.quality[name] = np.zeros(n, dtype=np.uint8)
+            self.known[name] = np.full(n, known, dtype=bool)
+        self.n_entries = max((o + n for o, n, _ in self.layout.values()), default=0)
+        names = sorted(self.layout, key=lambda k: self.layout[k].offset)
+        self._names = names
+        self._starts = np.array([self.layout[k].offset for k in names], dtype=np.int64)
+        self._ends = np.array([self.layout[k].offset + self.layout[k].length for k in names], dtype=np.int64)
+        self.track_dirty = track_dirty
+        self._dirty: dict[str, list[np.ndarray]] = {k: [] for k in self.layout}
+        self.seq = 0
+        self.tick = 0
+        self.sim_time = 0.0
+        self.wall_time = 0.0
+        self.snapshots = 0
+        self.deltas = 0
+        self.gaps = 0  #: deltas whose seq did not follow the previous one (merged or filtered frames)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_table(cls, table: Any, *, track_dirty: bool = False) -> "Replica":
+        """A copy of a :class:`~twinstage.state.StateTable`'s current values and quality (every row known)."""
+        r = cls({n: (ch.offset, len(ch), ch.type) for n, ch in table.channels.items()}, track_dirty=track_dirty, known=True)
+        for n in r.layout:
+            r.values[n][...] = table[n]
+            r.quality[n][...] = table.quality(n)
+        return r
+
+    @classmethod
+    def from_attributes(cls, attributes: Iterable[Mapping[str, Any]], *, track_dirty: bool = False) -> "Replica":
+        """The layout of a bridge ``hello``'s attribute table (rows with ``index``, ``attribute``, ``type``)."""
+        spans: dict[str, list[int]] = {}
+        kinds: dict[str, str] = {}
+        for a in attributes:
+            name = a["attribute"]
+            kinds.setdefault(name, a["type"])
+            if kinds[name] != a["type"]:
+                raise ValueError(f"attribute {name!r} is {kinds[name]} and {a['type']}: one channel has one type")
+            spans.setdefault(name, []).append(int(a["index"]))
+        layout = {}
+        for name, idx in spans.items():
+            lo, hi = min(idx), max(idx)
+            if hi - lo + 1 != len(idx):
+                raise ValueError(f"attribute {name!r}: entries {lo}..{hi} are not one contiguous block")
+            layout[name] = (lo, len(idx), kinds[name])
+        return cls(layout, track_dirty=track_dirty)
+
+    # -- updates --------------------------------------------------------------------------
+    def apply(self, frame: Frame, seq: int | None = None) -> None:
+        """Take one Frame's changes (channels not in this replica are ignored)."""
+        for name, change in frame.changes.items():
+            vals = self.values.get(name)
+            if vals is None or not len(change.rows):
+                continue
+            vals[change.rows] = change.values
+            self.quality[name][change.rows] = change.quality
+            self.known[name][change.rows] = True
+            self.mark_dirty(name, change.rows)
+        self.seq = frame.tick if seq is None else seq
+        self.tick, self.sim_time, self.wall_time = frame.tick, frame.sim_time, frame.wall_time
+
+    def apply_snapshot(self, seq: int, tick: int, sim_time: float, wall_time: float, indices: Any, values: Any, quality: Any,
+                       vec3_indices: Any = (), vec3_values: Any = (), vec3_quality: Any = ()) -> None:
+        """A full state at ``seq``: exactly the listed entries are known afterwards."""
+        for k in self.known.values():
+            k[:] = False
+        self._entries(indices, values, quality, vec3_indices, vec3_values, vec3_quality)
+        self.snapshots += 1
+        self.seq, self.tick, self.sim_time, self.wall_time = int(seq), int(tick), float(sim_time), float(wall_time)
+
+    def apply_delta(self, seq: int, tick: int, sim_time: float, wall_time: float, indices: Any, values: Any, quality: Any,
+                    vec3_indices: Any = (), vec3_values: Any = (), vec3_quality: Any = ()) -> None:
+        """Changed entries at ``seq`` (possibly several frames merged)."""
+        if self.seq and seq != self.seq + 1:
+            self.gaps += 1
+        self._entries(indices, values, quality, vec3_indices, vec3_values, vec3_quality)
+        self.deltas += 1
+        self.seq, self.tick, self.sim_time, self.wall_time = int(seq), int(tick), float(sim_time), float(wall_time)
+
+    def _entries(self, idx: Any, vals: Any, q: Any, vidx: Any, vvals: Any, vq: Any) -> None:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        vidx = np.asarray(vidx, dtype=np.int64).reshape(-1)
+        if len(idx):
+            self._put(idx, np.asarray(vals, dtype=np.float64).reshape(-1), np.asarray(q, dtype=np.uint8).reshape(-1), vec3=False)
+        if len(vidx):
+            self._put(vidx, np.asarray(vvals, dtype=np.float64).reshape(-1, 3), np.asarray(vq, dtype=np.uint8).reshape(-1), vec3=True)
+
+    def _put(self, idx: np.ndarray, vals: np.ndarray, q: np.ndarray, *, vec3: bool) -> None:
+        if len(vals) != len(idx) or len(q) != len(idx):
+            raise ValueError(f"{len(idx)} indices but {len(vals)} values and {len(q)} quality flags")
+        k = np.searchsorted(self._starts, idx, side="right") - 1
+        bad = (k < 0) | (idx >= self._ends[np.maximum(k, 0)]) if len(self._starts) else np.ones(len(idx), bool)
+        if bad.any():
+            raise IndexError(f"entry {int(idx[bad][0])} is not in the layout (0..{self.n_entries - 1})")
+        for ki in np.unique(k).tolist():
+            name = self._names[ki]
+            if (self.layout[name].type == "vec3") != vec3:
+                raise ValueError(f"entries of {name!r} ({self.layout[name].type}) sent as {'vec3' if vec3 else 'scalar'} values")
+            sel = k == ki if len(self._names) > 1 else slice(None)
+            rows = idx[sel] - self.layout[name].offset
+            self.values[name][rows] = vals[sel]
+            self.quality[name][rows] = q[sel]
+            self.known[name][rows] = True
+            self.mark_dirty(name, rows)
+
+    # -- dirty rows ------------------------------------------------------------------------
+    def mark_dirty(self, name: str, rows: np.ndarray) -> None:
+        """Record ``rows`` of ``name`` as changed (no-op unless ``track_dirty``)."""
+        if not self.track_dirty:
+            return
+        lst = self._dirty[name]
+        lst.append(np.array(rows, dtype=np.int64, copy=True))
+        if len(lst) > _DIRTY_COMPACT:
+            self._dirty[name] = [np.unique(np.concatenate(lst))]
+
+    def take_dirty(self) -> dict[str, np.ndarray]:
+        """Rows changed since the last call, per channel (sorted, unique); clears them."""
+        out = {}
+        for k, lst in self._dirty.items():
+            if lst:
+                out[k] = np.unique(np.concatenate(lst)) if len(lst) > 1 else np.unique(lst[0])
+                self._dirty[k] = []
+        return out
+
+    def mark_all_dirty(self) -> None:
+        for k, (_, n, _) in self.layout.items():
+            self._dirty[k] = [np.arange(n)]
+
+    # -- reading ---------------------------------------------------------------------------
+    def locate(self, index: int) -> tuple[str, int]:
+        """Flat entry → (channel, row)."""
+        k = int(np.searchsorted(self._starts, index, side="right")) - 1
+        if k < 0 or index >= self._ends[k]:
+            raise IndexError(index)
+        return self._names[k], int(index) - int(self._starts[k])
+
+    def value(self, name: str, row: int) -> Any:
+        v = self.values[name][row]
+        return [float(c) for c in v] if v.ndim else v.item()
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every known entry in flat form: (indices, values, quality, vec3 indices, vec3 values, vec3 quality)."""
+        si, sv, sq, vi, vv, vq = [], [], [], [], [], []
+        for name in self._names:
+            off, _, kind = self.layout[name]
+            rows = np.flatnonzero(self.known[name])
+            if kind == "vec3":
+                vi.append(rows + off), vv.append(self.values[name][rows]), vq.append(self.quality[name][rows])
+            else:
+                si.append(rows + off), sv.append(self.values[name][rows].astype(np.float64)), sq.append(self.quality[name][rows])
+        cat = lambda xs, empty: np.concatenate(xs) if xs else empty  # noqa: E731
+        return (cat(si, np.zeros(0, np.int64)), cat(sv, np.zeros(0)), cat(sq, np.zeros(0, np.uint8)),
+                cat(vi, np.zeros(0, np.int64)), cat(vv, np.zeros((0, 3))), cat(vq, np.zeros(0, np.uint8)))

@@ -1,0 +1,148 @@
+"""``twinstage serve --fanout-procs 2``: the twin ticks in one process, two worker processes serve the
+clients on one port. Clients on either worker see the same seq and values; a request from a client
+on either worker is answered once, after its effect; a killed worker takes only its own clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from _bridgeutil import arun
+from test_bridge_cli import _spawn, _url
+
+from twinstage.bridge import Client
+from twinstage.bridge._fanout import merge_frames
+from twinstage.state import Change, Frame
+
+TOKENS = [f"c{i}:admin:admin-secret-{i:02d}" for i in range(24)]
+
+
+def _secret(i: int) -> str:
+    return TOKENS[i].split(":", 2)[2]
+
+
+def test_merge_frames_keeps_the_last_value_of_each_entry():
+    f1 = Frame.make(1, 0.1, 0.0, {"t": Change.make(np.array([0, 2]), np.array([1.0, 2.0]), np.array([0, 1]))})
+    f2 = Frame.make(2, 0.2, 0.0, {"t": Change.make(np.array([2, 3]), np.array([5.0, 6.0]), np.array([0, 0])),
+                                  "p": Change.make(np.array([1]), np.array([[1.0, 2.0, 3.0]]), np.array([4]))})
+    m = merge_frames([f1, f2])
+    assert m.tick == 2 and m.sim_time == 0.2
+    assert m.changes["t"].rows.tolist() == [0, 2, 3] and m.changes["t"].values.tolist() == [1.0, 5.0, 6.0]
+    assert m.changes["t"].quality.tolist() == [0, 0, 0] and m.changes["p"].values.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def _workers(pid: int) -> list[int]:
+    """The serve process's worker processes (multiprocessing spawn children, not its resource tracker)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if ppid == pid and b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(int(d))
+    return out
+
+
+def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_scene):
+    args = ["serve", str(pump_scene), "--port", "0", "--rate", "20", "--fanout-procs", "2"]
+    for t in TOKENS:
+        args += ["--token", t]
+    proc, lines = _spawn(*args)
+    seen: list[str] = []
+    try:
+        url = _url(lines, seen)
+
+        async def go():
+            clients: list[Client] = []
+            acks: dict[int, int] = {}
+            groups: dict[str, set[int]] = {}
+            for i in range(len(TOKENS)):  # connect until both workers have clients (the kernel spreads them)
+                c = Client(url, token=_secret(i))
+                await c.connect()
+                acks[i] = 0
+                c.on_state.append(lambda kind, _c, i=i: acks.__setitem__(i, acks[i] + (kind == "ack")))
+                await c.subscribe()
+                clients.append(c)
+                if i >= 3:
+                    groups = {}
+                    for j, cj in enumerate(clients):
+                        r = await cj.request({"type": "command", "command": "clients"})
+                        key = ",".join(sorted(x["user"] for x in r["clients"]))
+                        groups.setdefault(key, set()).add(j)
+                    if len(groups) == 2:
+                        break
+            assert len(groups) == 2, f"all {len(clients)} connections on one worker"
+            before_acks = dict(acks)
+            (ga, a_members), (gb, b_members) = sorted(groups.items())
+            a, b = clients[min(a_members)], clients[min(b_members)]
+            # pause from worker A; the ack names the last tick, and every client on both workers stops there
+            pa = await a.pause()
+            last = pa["tick"]
+            for c in clients:
+                await c.wait_until(lambda c: c.tick >= last, timeout=20)
+            await asyncio.sleep(0.3)
+            assert {c.tick for c in clients} == {last}
+            assert len({c.seq for c in clients}) == 1
+            vals = [c.values() for c in clients]
+            assert all(v == vals[0] for v in vals[1:]) and len(vals[0]) > 20
+            # a set from worker B: acked (queued), then a step from B acked only after its tick's delta with the value in it
+            await b.set("/Testbed/Valve1", "opening", 0.375)
+            st = await b.step(2)
+            assert st["tick"] == last + 2 and b.tick >= last + 2 and b.get("/Testbed/Valve1", "opening") == 0.375
+            for c in clients:
+                await c.wait_until(lambda c: c.tick >= last + 2 and c.get("/Testbed/Valve1", "opening") == 0.375, timeout=20)
+            assert len({c.seq for c in clients}) == 1
+            await asyncio.sleep(0.3)
+            want = {i: (1 if i == min(a_members) else 2 if i == min(b_members) else 0) for i in range(len(clients))}
+            assert {i: acks[i] - before_acks[i] for i in range(len(clients))} == want  # each request answered exactly once
+            # kill one worker: exactly one group loses its connections, the other keeps getting state
+            pids = _workers(proc.pid)
+            assert len(pids) == 2, pids
+            os.kill(pids[0], signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not any(c.closed_code is not None for c in clients):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            dead = {j for j, c in enumerate(clients) if c.closed_code is not None}
+            assert dead in (a_members, b_members), (dead, a_members, b_members)
+            alive = b_members if dead == a_members else a_members
+            survivor = clients[min(alive)]
+            before = survivor.tick
+            r = await survivor.step(3)
+            assert r["tick"] == before + 3
+            for j in alive:
+                await clients[j].wait_until(lambda c: c.tick >= before + 3, timeout=20)
+            for c in clients:
+                if c.closed_code is None:
+                    await c.close()
+
+        arun(go(), timeout=180)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    out = "".join(seen) + "".join(lines.queue)
+    assert "fan-out: 2 worker processes" in out and "stopped after" in out
+
+
+@pytest.mark.parametrize("bad", [["--fanout-procs", "-1"], ["--fanout-procs", "2", "--http", "auto"]])
+def test_fanout_bad_options(pump_scene, bad):
+    import subprocess
+    import sys
+
+    code = "import sys; from twinstage.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "serve", str(pump_scene), "--port", "0", "--duration", "0.1", *bad], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and ("fanout-procs" in r.stderr or "--http" in r.stderr), r.stderr

@@ -1,0 +1,83 @@
+"""``twinstage serve --ingest MAPPING``: ingest tokens feed a served twin, end to end through the CLI."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from _bridgeutil import OP_SECRET, OPERATOR, arun
+from test_bridge_cli import _spawn, _url
+
+import pytest
+
+from twinstage.bridge import Client
+from twinstage.bridge._client import BridgeError
+
+INGEST = "plc:ingest:ingest-secret-1"
+MAPPING = """version = 1
+description = "pushed by a PLC gateway"
+
+[[bindings]]
+prim = "/Testbed/Pump"
+attribute = "ambientTemperature"
+kind = "ingest"
+key = "room.temp"
+unit = "degF"
+"""
+
+
+def test_serve_ingest_mapping_feeds_the_twin(pump_scene, tmp_path):
+    mapping = tmp_path / "ingest.toml"
+    mapping.write_text(MAPPING)
+    proc, lines = _spawn("serve", str(pump_scene), "--port", "0", "--rate", "20", "--token", INGEST, "--token", OPERATOR,
+                         "--ingest", str(mapping))
+    seen: list[str] = []
+    try:
+        url = _url(lines, seen)
+
+        async def go():
+            async with Client(url, token=OP_SECRET) as watcher, Client(url, token=INGEST.split(":", 2)[2]) as plc:
+                assert plc.hello["role"] == "ingest"
+                await watcher.subscribe(prefixes=["/Testbed/Pump"], attributes=["ambientTemperature"])
+                ack = await plc.request({"type": "ingest", "samples": [{"key": "room.temp", "value": 86.0}]})
+                assert ack["type"] == "ack" and ack["count"] == 1, ack
+                # 86 °F is 30 °C: converted to the attribute's unit and in the twin at a later tick
+                await watcher.wait_until(lambda c: abs(c.get("/Testbed/Pump", "ambientTemperature") - 30.0) < 1e-9, timeout=20)
+                with pytest.raises(BridgeError, match="nope"):
+                    await plc.request({"type": "ingest", "samples": [{"key": "nope", "value": 1.0}]})
+                with pytest.raises(BridgeError) as no:  # an operator token may not ingest
+                    await watcher.request({"type": "ingest", "samples": [{"key": "room.temp", "value": 50.0}]})
+                assert no.value.code == "forbidden"
+
+        arun(go())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    out = "".join(seen) + "".join(lines.queue)
+    assert "ingest: bridge ingest" in out and "room.temp" in out
+
+
+def _serve_fails(*args: str) -> str:
+    code = "import sys; from twinstage.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "serve", *args, "--port", "0", "--duration", "0.1"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    return r.stderr
+
+
+def test_serve_ingest_bad_mapping_names_file_and_binding(pump_scene, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MAPPING.replace("ambientTemperature", "noSuchAttribute"))
+    err = _serve_fails(str(pump_scene), "--ingest", str(bad))
+    assert "bad.toml" in err and "bindings[0]" in err and "noSuchAttribute" in err
+    mqtt_only = tmp_path / "mqtt.toml"
+    mqtt_only.write_text(MAPPING.replace('kind = "ingest"', 'kind = "mqtt"'))
+    err = _serve_fails(str(pump_scene), "--ingest", str(mqtt_only))
+    assert "mqtt.toml" in err and "no bindings of kind 'ingest'" in err
+    # the scene itself has no ingest bindings
+    err = _serve_fails(str(pump_scene), "--ingest")
+    assert "the scene: no bindings of kind 'ingest'" in err
