@@ -33,7 +33,7 @@ writing one file (each save rewrites it), and rerun-sdk logging the same arrays
 ``bench`` extra (``pip install -e .[bench]``); without it that column is skipped
 with a note. Target: chunked recorder ≤ rerun per tick.
 
-    python bench/record.py [--quick] [--json] [--vs-rerun-only] [--assets N] [--ticks N]
+    python bench/record.py [--quick] [--json] [--vs-rerun-only] [--paced] [--assets N] [--ticks N]
 """
 
 from __future__ import annotations
@@ -182,8 +182,64 @@ def side_by_side(rep: Report, args, workdir: Path) -> None:
     del table, stage
 
 
+def paced(rep: Report, args, workdir: Path) -> None:
+    """A chunked recording in a paced run: chunk writes on the tick thread vs in the background.
+
+    ``--paced``: N assets, 4 of 5 channels moving, 360 ticks with a 5 ms pause after each
+    (the time a real run spends ticking its models and serving), 60-tick chunks. The
+    same Recorder twice per round, once with its periodic saves forced onto the tick
+    thread (``save(background=False)``, what every save did before) and once as shipped
+    (chunks written by a background thread); figures are the tick thread's time in
+    ``consume`` and ``close``, medians of the rounds.
+    """
+    n, ticks = args.assets, 360
+    table, stage = build(n)
+    frames = []
+    for t in range(1, ticks + 1):
+        for name in MOVING:
+            table[name][:] += 0.01
+        frames.append((t, table.diff(t, t / RATE, time.time())))
+    res: dict[str, list[tuple[float, float, float]]] = {"tick thread": [], "background": []}
+    rounds = args.repeat or 2
+    for r in range(rounds):
+        for v in ("background", "tick thread") if r % 2 else ("tick thread", "background"):
+            log(args, f"record: paced, round {r + 1}/{rounds}: {v} ...")
+            rec = Recorder(workdir / f"paced-{r}-{v.replace(' ', '_')}.usdc", chunked=True, chunk_ticks=60)
+            rec.bind(stage, table, rate=RATE)
+            if v == "tick thread":
+                sync = rec.save
+                rec.save = lambda background=False, sync=sync: sync()
+            costs = []
+            for t, frame in frames:
+                for name in MOVING:
+                    ch = frame.changes[name]
+                    table[name][ch.rows] = ch.values
+                t0 = time.perf_counter()
+                rec.consume(frame)
+                costs.append(time.perf_counter() - t0)
+                time.sleep(0.005)
+            t0 = time.perf_counter()
+            rec.close()
+            close = time.perf_counter() - t0
+            c = np.array(costs)
+            res[v].append(((c.sum() + close) / ticks, float(np.percentile(c, 99)), float(c.max())))
+            rec.layer = None
+    rows = []
+    for v, xs in res.items():
+        key = v.replace(" ", "_")
+        per, p99, mx = (float(np.median([x[i] for x in xs])) for i in range(3))
+        rep.figure(f"paced_{n // 1000}k_{key}_ms_per_tick", per * 1e3)
+        rep.figure(f"paced_{n // 1000}k_{key}_p99_ms", p99 * 1e3)
+        rows.append([v, per * 1e3, p99 * 1e3, mx * 1e3])
+    rep.figure(f"paced_{n // 1000}k_background_over_tick_thread_ratio", rows[1][1] / rows[0][1])
+    rep.table(f"Paced chunked recording ({n} assets, 4 moving, {ticks} ticks + 5 ms pauses, 60-tick chunks; tick-thread ms, median of {rounds})",
+              ["chunk writes on", "ms per tick (consume + close)", "consume p99 ms", "consume max ms"], rows)
+    del table, stage
+
+
 def main() -> int:
     def extra(p):
+        p.add_argument("--paced", action="store_true", help="only: a paced chunked recording, chunk writes on the tick thread vs background")
         p.add_argument("--vs-rerun-only", action="store_true", help="only the side-by-side run with rerun")
         p.add_argument("--assets", type=int, default=10_000, help="assets in the side-by-side run (default 10000)")
         p.add_argument("--ticks", type=int, default=600, help="ticks in the side-by-side run (default 600)")
@@ -191,6 +247,12 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0], extra)
     rep = Report("record", args)
     workdir = Path(tempfile.mkdtemp(prefix="twinstage-bench-record-"))
+    if args.paced:
+        try:
+            paced(rep, args, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return rep.finish()
     try:
         side_by_side(rep, args, workdir)
     finally:

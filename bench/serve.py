@@ -13,7 +13,10 @@ everything in binary; all of them connect at once (a connect storm). Reported:
 
 Goal (issue 10): 50 clients at 60 Hz on 10k assets connected within 5 s, lag p99 ≤ 2 ticks,
 every client at ≥ 55 msg/s or merged with age ≤ 2 ticks. The baseline measured in the same run
-is one client alone (``lag_p99_ratio`` = storm p99 / single-client p99).
+is one client alone (``lag_p99_ratio`` = storm p99 / single-client p99). With ``--fanout-procs N``
+(default 2; 0 skips it) the storm runs a second time against ``serve --fanout-procs N`` (the
+twin alone in the serve process, N worker processes fan out): ``fanout_*_ratio`` compare it with
+the single-process storm of the same run. CPU and RSS are the serve process tree's.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ async def _clients(url: str, n: int, start_at: float, seconds: float, hello: str
     counts = [0] * n
     merged = [0] * n
     window = [0.0, 0.0]
+    errors: list[str] = []
 
     def arrived() -> None:
         if len(connect_s) == n:  # everyone in this process is in (or failed): measure from 1 s later
@@ -58,7 +62,8 @@ async def _clients(url: str, n: int, start_at: float, seconds: float, hello: str
         try:
             await c.connect()
             await c.subscribe(encoding="binary", timeout=120)
-        except Exception:
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:160])
             connect_s.append(float("inf"))
             arrived()
             return
@@ -80,7 +85,7 @@ async def _clients(url: str, n: int, start_at: float, seconds: float, hello: str
         await c.close()
 
     await asyncio.gather(*(one(i) for i in range(n)))
-    return {"connect_s": connect_s, "lags_ms": lags, "per_client": [c / seconds for c in counts], "merged": merged}
+    return {"connect_s": connect_s, "lags_ms": lags, "per_client": [c / seconds for c in counts], "merged": merged, "errors": errors}
 
 
 def client_main() -> None:
@@ -182,7 +187,8 @@ def run(scene: Path, rate: float, clients: int, procs: int, seconds: float, hell
             "connect_p50_s": float(np.median(connect[np.isfinite(connect)])) if np.isfinite(connect).any() else float("nan"),
             "connect_max_s": float(connect.max()), "lag_p50_ms": float(np.percentile(lags, 50)), "lag_p99_ms": float(np.percentile(lags, 99)),
             "msg_s_min": float(per_client.min()), "msg_s_median": float(np.median(per_client)), "merged": int(sum(sum(q["merged"]) for q in parts)),
-            "server_cpu_pct": 100.0 * cpu, "server_rss_idle_mb": rss_idle, "server_rss_end_mb": rss_end}
+            "server_cpu_pct": 100.0 * cpu, "server_rss_idle_mb": rss_idle, "server_rss_end_mb": rss_end,
+            "errors": sorted({e for q in parts for e in q["errors"]})[:5]}
 
 
 def main() -> int:
@@ -229,6 +235,8 @@ def main() -> int:
         rows.append([name, f"{r['connected']}/{n}", r["within_5s"], r["connect_p50_s"], r["connect_max_s"], r["msg_s_min"], r["msg_s_median"],
                      r["lag_p50_ms"], r["lag_p99_ms"], r["lag_p99_ms"] / tick_ms, r["merged"], r["server_cpu_pct"], r["server_rss_idle_mb"],
                      r["server_rss_end_mb"]])
+        for e in r.pop("errors", []):
+            rep.note(f"{name}: a client failed: {e}")
         for f, v in r.items():
             rep.figure(f"{key}_{f}", v)
     rep.figure("lag_p99_ratio", storm["lag_p99_ms"] / base["lag_p99_ms"])

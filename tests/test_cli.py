@@ -356,7 +356,7 @@ def test_demo_live_in_a_window_stops_on_ctrl_c(tmp_path):
 def test_serve_explains_the_token_rules(pump_scene):
     proc = cli("serve", pump_scene, "--port", 0, "--token", "me:operator:SECRET", timeout=120)
     assert proc.returncode == 2
-    for words in ("--token", "at least 8 characters", "NAME:ROLE:SECRET", "viewer, operator or admin", "generated"):
+    for words in ("--token", "at least 8 characters", "NAME:ROLE:SECRET", "viewer, operator, admin or ingest", "generated"):
         assert words in proc.stderr, (words, proc.stderr)
     no_traceback(proc)
 

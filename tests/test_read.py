@@ -348,7 +348,11 @@ def test_a_malformed_or_wrong_description_entry_is_a_miss(pump_scene, tmp_path):
     assert good and len(good["paths"]) == len(want[0])
     wrong_value = dict(good, decl_value=[(v + 1 if isinstance(v, float) else v) for v in good["decl_value"]])
     missing_decl = dict(good, decl_prim=good["decl_prim"][:-1], decl_template=good["decl_template"][:-1], decl_value=good["decl_value"][:-1])
-    for bad in (wrong_value, missing_decl, dict(good, fields=[[], [], []]), dict(good, paths=[1] * len(good["paths"])), dict(good, templates=[("x",)])):
+    n = len(good["decl_value"])
+    hostile = (dict(good, decl_prim=[10**9] * n), dict(good, decl_prim=[-1] * n), dict(good, decl_value=[{"a": 1}] * n),
+               dict(good, templates=[("x", "float", "", "0", 1.0, "state", "", "")] * len(good["templates"])),
+               dict(good, templates=[("x", "str", "", 0.0, 1.0, "state", "", "")] * len(good["templates"])))
+    for bad in (wrong_value, missing_decl, dict(good, fields=[[], [], []]), dict(good, paths=[1] * len(good["paths"])), dict(good, templates=[("x",)]), *hostile):
         cache.store(key, bad)
         got = read_twin(stage, cache=cache.folder)
         assert "description_cached" not in got.stats

@@ -549,3 +549,33 @@ def test_rerecording_removes_the_earlier_chunks(pump_scene, tmp_path):
 def test_chunk_ticks_must_be_positive(tmp_path):
     with pytest.raises(ValueError):
         Recorder(tmp_path / "x.usdc", chunk_ticks=0)
+
+
+def test_a_chunk_whose_background_write_failed_is_written_again_and_nothing_is_lost(pump_scene, tmp_path, monkeypatch):
+    from twinstage.usd import _recorder
+
+    out = tmp_path / "rec.usdc"
+    twin = twinstage.open(pump_scene)
+    rec = twin.add_sink(Recorder(out, save_every_s=3600.0, chunk_ticks=4, chunked=True))
+    real = _recorder._export_atomically
+    failing = {"on": True, "failed": 0}
+
+    def export(layer, target, tmp=None):
+        if failing["on"] and target.parent == chunk_dir(out) and target.name != "manifest.usdc":
+            failing["failed"] += 1
+            raise StageError(f"{target}: cannot write recording (disk full)")
+        real(layer, target, tmp)
+
+    monkeypatch.setattr(_recorder, "_export_atomically", export)
+    twin.run(ticks=10)  # the background write of ticks 1-4 fails; the saves after it retry and fail too
+    assert failing["failed"] >= 2
+    assert any("Recorder" in e for e in twin.errors), list(twin.errors)
+    assert twin.tick_count == 10
+    assert not (chunk_dir(out) / "000000.usdc").exists()
+    shutil.copy(out, tmp_path / "crash_copy.usdc")  # what a crash would leave (the in-process layer is ahead of the file)
+    assert twinstage.Recording(tmp_path / "crash_copy.usdc").ticks.tolist() == []  # the root on disk names no missing chunk
+    failing["on"] = False
+    twin.run(ticks=6)
+    twin.close()
+    assert rec._job is None and rec._retry is None
+    assert twinstage.Recording(out).ticks.tolist() == list(range(1, 17))

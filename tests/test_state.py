@@ -403,3 +403,25 @@ def test_random_sets_never_corrupt_accepted_state(ops):
         ch = table.channels[name]
         if ch.type in ("float", "int"):
             assert ((table[name] >= ch.lo) & (table[name] <= ch.hi)).all()
+
+
+def test_fast_declaration_builders_make_the_same_objects():
+    import dataclasses
+    import pickle
+
+    from twinstage.state._table import declaration_maker, make_declarations
+
+    want = [Declaration("/a", "x", "float", 2.0, "degC", 0.0, 1.0, "input", "xformOp:translate", "d"),
+            Declaration("/b", "x", "float", 3.0, "degC", 0.0, 1.0, "input", "xformOp:translate", "d")]
+    template = ("x", "float", "degC", 0.0, 1.0, "input", "xformOp:translate", "d")
+    for got in ([declaration_maker(*template)(d.prim, d.value) for d in want],
+                make_declarations([("y", "int", "", 0.0, 1.0, "state", "", ""), template], ["/a", "/b"], [0, 1], [1, 1], [2.0, 3.0])):
+        assert got == want
+        assert [hash(d) for d in got] == [hash(d) for d in want]
+        assert [repr(d) for d in got] == [repr(d) for d in want]
+        assert pickle.loads(pickle.dumps(got)) == want
+        assert [dataclasses.asdict(d) for d in got] == [dataclasses.asdict(d) for d in want]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got[0].value = 5.0
+    table = StateTable(["/a", "/b"], make_declarations([template], ["/a", "/b"], [1, 0], [0, 0], [3.0, 2.0]))
+    assert table["x"].tolist() == [2.0, 3.0] and table.row("/b", "x") == 1

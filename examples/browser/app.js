@@ -18,6 +18,7 @@ const twin = window.twin = {
   status: 'connecting', hello: null, role: '', seq: 0, tick: 0, simTime: 0, wallTime: 0,
   snapshots: 0, deltas: 0, gaps: 0, merged: 0, frames: 0,
   values: new Float64Array(0), vec3: new Float64Array(0), quality: new Uint8Array(0), known: new Uint8Array(0),
+  ages: new Map(), reasons: new Map(), freshIdx: [],  // freshness messages: entry index -> age (s; Infinity: none yet) / reason
   meshes: new Map(), nodes: new Map(), glb: 'none', alarms: [], events: [], errors: [], structure: [], replies: new Map(), closeCode: null, closeReason: '',
   reason: '', notice: '',  // why the page is not (fully) connected: '', 'no-token', 'wrong-token', 'read-only', 'forbidden', 'unreachable', 'server-gone', 'closed'
   request, set: (prim, attribute, value, unit = '') => request({ type: 'set', prim, attribute, value, unit }),
@@ -217,6 +218,9 @@ function updateTable() {
     if (!p || p.colorBy < 0 || !twin.known[p.colorBy]) continue;
     const a = attrs[p.colorBy];
     tr.cells[1].textContent = `${a.attribute} ${fmt(twin.values[p.colorBy])} ${formatUnit(a.unit)}`.trimEnd();
+    const why = p.attributes.map(i => twin.reasons.get(i)).filter(Boolean);
+    if (why.length) tr.cells[1].textContent += ' ⚠';
+    tr.title = why.join('\n');
     tr.className = (twin.quality[p.colorBy] & 2 ? 'oor' : '') + (selected === p ? ' sel' : '');
   }
   const at = document.getElementById('attrs');
@@ -229,6 +233,12 @@ function updateTable() {
       tr.insertCell().textContent = v === undefined ? '–' : Array.isArray(v) ? v.map(fmt).join(', ') : typeof v === 'boolean' ? String(v) : fmt(v);
       tr.cells[1].className = 'v';
       tr.insertCell().textContent = formatUnit(a.unit);
+      if (twin.ages.has(i)) {  // a telemetry-fed entry: age of its last good sample, and why it is flagged
+        const age = twin.ages.get(i);
+        tr.insertCell().textContent = age === Infinity ? 'no data' : `${age.toFixed(1)} s ago`;
+        tr.title = twin.reasons.get(i) || 'good';
+        if (twin.reasons.has(i)) tr.style.color = '#999';  // greyed: flagged (stale, missing, ...)
+      }
     }
   }
   if (twin.status === 'closed') return;  // the notice says why; keep the last figures out of the way
@@ -286,6 +296,12 @@ function onMessage(ev) {
       const d = document.createElement('div');
       d.textContent = `${m.active ? '▲' : '▽'} t=${m.simTime.toFixed(1)} ${m.message}`;
       document.getElementById('alarms').prepend(d);
+      break;
+    }
+    case 'freshness': {  // ages of fed entries; indices [] = those of the last listing; reasons only when they change
+      if (m.indices.length || !m.ages.length) twin.freshIdx = m.indices;
+      twin.ages = new Map(twin.freshIdx.map((i, k) => [i, m.ages[k] < 0 ? Infinity : m.ages[k]]));
+      for (const r of m.reasons) r.text ? twin.reasons.set(r.index, r.text) : twin.reasons.delete(r.index);
       break;
     }
     case 'event': twin.events.push(m); break;

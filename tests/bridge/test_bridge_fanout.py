@@ -35,6 +35,28 @@ def test_merge_frames_keeps_the_last_value_of_each_entry():
     assert m.changes["t"].quality.tolist() == [0, 0, 0] and m.changes["p"].values.tolist() == [[1.0, 2.0, 3.0]]
 
 
+def test_the_twin_process_encodes_what_a_worker_session_would(pump_scene):
+    """encode_all (once per tick, in the twin process) == the session's own encoding of the same delta."""
+    import twinstage
+    from twinstage.bridge._fanout import ALL, encode_all
+    from twinstage.bridge._state import Mirror, Selection, encode_state, gather
+
+    twin = twinstage.open(pump_scene, rate=20)
+    frames = []
+    twin.add_sink(type("S", (), {"writes_stage": False, "start": lambda self, t: None, "consume": lambda self, f: frames.append(f),
+                                 "close": lambda self: None})())
+    twin.run(ticks=3)
+    mirror = Mirror(twin.table)
+    sel = Selection(mirror, [], [])
+    assert sel.key == ALL
+    for seq, f in enumerate(frames, start=1):
+        assert f.n_changed > 0
+        mine = encode_all(twin.table.channels, seq, f)[(ALL, "binary")]
+        theirs = encode_state("delta", "binary", gather(mirror, sel.filter(f)), seq, f.tick, f.sim_time, f.wall_time, merged=1)
+        assert mine == theirs
+    twin.close()
+
+
 def _workers(pid: int) -> list[int]:
     """The serve process's worker processes (multiprocessing spawn children, not its resource tracker)."""
     out = []

@@ -27,11 +27,13 @@ unit = "degF"
 """
 
 
-def test_serve_ingest_mapping_feeds_the_twin(pump_scene, tmp_path):
+@pytest.mark.parametrize("fanout", [[], ["--fanout-procs", "1"]], ids=["one-process", "fanout-worker"])
+def test_serve_ingest_mapping_feeds_the_twin(pump_scene, tmp_path, fanout):
+    """Also through a fan-out worker: the batch is forwarded to the twin process's source and answered from there."""
     mapping = tmp_path / "ingest.toml"
     mapping.write_text(MAPPING)
     proc, lines = _spawn("serve", str(pump_scene), "--port", "0", "--rate", "20", "--token", INGEST, "--token", OPERATOR,
-                         "--ingest", str(mapping))
+                         "--ingest", str(mapping), *fanout)
     seen: list[str] = []
     try:
         url = _url(lines, seen)
@@ -58,7 +60,7 @@ def test_serve_ingest_mapping_feeds_the_twin(pump_scene, tmp_path):
             proc.kill()
             proc.wait(10)
     out = "".join(seen) + "".join(lines.queue)
-    assert "ingest: bridge ingest" in out and "room.temp" in out
+    assert "ingest: bridge ingest" in out and "room.temp" in out and ("fan-out: 1 worker" in out) == bool(fanout)
 
 
 def _serve_fails(*args: str) -> str:

@@ -415,3 +415,33 @@ def test_a_port_in_use_is_a_clear_error(bridge, pump_scene):
             twin.add_sink(Server("127.0.0.1", b.port))
     finally:
         twin.close()
+
+
+def test_an_alarm_attribute_raises_and_clears_alarm_events(pump_scene):
+    """A bool attribute with twin:<name>:alarmHigh authored (the detector's anomalyAlarm) becomes alarm events."""
+    import twinstage
+    from twinstage.bridge._alarms import alarm_flags, derive_alarms
+    from twinstage.bridge._state import Mirror
+
+    twin = twinstage.open(pump_scene, headless=True)
+    try:
+        flags = alarm_flags(twin.table, twin.stage)
+        assert "anomalyAlarm" in flags and flags["anomalyAlarm"].sum() == 1
+        mirror = Mirror(twin.table)
+        mirror.alarm_flags = flags
+        twin.set("/Testbed/Pump", anomalyAlarm=True, anomalyScore=7.5)
+        frame = twin.tick()
+        alarms, extra = derive_alarms(mirror, 1, frame)
+        mirror.apply(frame, 1)
+        raised = [json.loads(a) for name, _, a in alarms if name == "anomalyAlarm"]
+        assert extra == 0 and len(raised) == 1, alarms
+        assert raised[0]["active"] is True and raised[0]["severity"] == "critical" and "score 7.5" in raised[0]["message"]
+        frame = twin.tick()  # nothing changed: no alarm again
+        assert not [a for a in derive_alarms(mirror, 2, frame)[0] if a[0] == "anomalyAlarm"]
+        mirror.apply(frame, 2)
+        twin.set("/Testbed/Pump", anomalyAlarm=False)
+        frame = twin.tick()
+        cleared = [json.loads(a) for name, _, a in derive_alarms(mirror, 3, frame)[0] if name == "anomalyAlarm"]
+        assert len(cleared) == 1 and cleared[0]["active"] is False and "cleared" in cleared[0]["message"]
+    finally:
+        twin.close()

@@ -115,3 +115,25 @@ def test_monitor_publishes_score_and_alarm_as_twin_state(shared_data, pump_scene
     on = [t for t, a, _ in seen if a]
     assert on and on[0] == raised + 1  # the set enters the next tick's Frame
     assert max(s for _, _, s in seen) > 6.0
+
+
+def test_monitor_applies_an_allowance_named_by_sensor_asset_id_like_the_bench(shared_data, pump_scene):
+    from twinstage.fidelity import SKAB_ALLOWANCE, SKAB_SLOW, DetectorSettings
+
+    f = shared_data / "skab" / "data" / "valve1" / "13.csv"
+    x, _, names = read_skab(f)
+    eng = twinstage.open(pump_scene, headless=True, rate=1.0)
+    eng.add_source(ReplaySource(f, read_bindings(eng.stage, kind="csv")))
+    mon = eng.add_sink(AnomalyMonitor(settings=DetectorSettings(allowance=SKAB_ALLOWANCE + (("NoSuchSensor", 5.0),))))
+    rows = []
+    eng.on_frame(lambda frame: rows.append(mon._row()) if mon.rows > len(rows) else None)
+    eng.run(ticks=len(x))
+    allow = dict(zip(mon.names, mon.detector.allow.tolist()))
+    assert allow["/Testbed/Sensors/Accelerometer2.vibration2"] == 1.93 and allow["/Testbed/Sensors/FlowMeter.flowRate"] == 1.03
+    assert sorted(v for v in allow.values() if v != 1.0) == [1.03, 1.49, 1.93]  # the unknown entry matched nothing
+    # the twin's scores are the bench's: the same detector on the SKAB file, channel for channel
+    order = [mon._ids.index(c) for c in names]  # the monitor's channels in SKAB column order
+    r = np.array(rows)[:, order]
+    bench = WindowDetector(DetectorSettings(slow=SKAB_SLOW, allowance=SKAB_ALLOWANCE), channels=names).fit(r[:400])
+    scores, _ = bench.run(r[400:])
+    np.testing.assert_allclose(scores, np.array(mon.scores), rtol=1e-12)

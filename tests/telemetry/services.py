@@ -43,6 +43,22 @@ def need(path: str | Path, what: str) -> None:
         pytest.skip(msg)
 
 
+def binder(kind: str):
+    """``binder("mqtt")(prim, attr, key, **kw)`` → a Binding of that kind (the tests' shorthand)."""
+    from twinstage.telemetry import Binding
+
+    return lambda prim, attr, key, **kw: Binding(prim, attr, kind, key, **kw)
+
+
+def drain_until(inbox, until, timeout: float = 10.0, every: float = 0.01) -> list:
+    """Samples drained from ``inbox`` until ``until(got)`` holds or ``timeout`` s passed."""
+    got, end = [], time.monotonic() + timeout
+    while not until(got) and time.monotonic() < end:
+        got += inbox.drain()[0]
+        time.sleep(every)
+    return got
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

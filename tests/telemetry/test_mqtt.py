@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from services import mosquitto  # noqa: F401  (fixture)
+from services import binder, drain_until, mosquitto  # noqa: F401  (mosquitto: a fixture)
 
 import twinstage
 from twinstage.state import Quality
@@ -24,15 +24,7 @@ PUMP = "/Testbed/Pump"
 PS = "/Testbed/Sensors/PressureSensor"
 
 
-def mq(prim: str, attr: str, topic: str, **kw) -> Binding:
-    return Binding(prim, attr, "mqtt", topic, **kw)
-
-
-@pytest.fixture
-def table(pump_scene):
-    twin = twinstage.open(pump_scene)
-    yield twin.table
-    twin.close()
+mq = binder("mqtt")
 
 
 class Pub:
@@ -54,11 +46,7 @@ class Pub:
 
 
 def collect(inbox: Inbox, n: int, timeout: float = 10.0) -> list:
-    got, end = [], time.monotonic() + timeout
-    while sum(len(s) for s in got) < n and time.monotonic() < end:
-        got += inbox.drain()[0]
-        time.sleep(0.01)
-    return got
+    return drain_until(inbox, lambda got: sum(len(s) for s in got) >= n, timeout)
 
 
 def started(table, port, bindings, **kw):

@@ -8,25 +8,17 @@ import time
 
 import numpy as np
 import pytest
-from services import OpcUaServer, _skab_rows
+from services import OpcUaServer, _skab_rows, binder, drain_until
 
 import twinstage
 from twinstage.state import Quality
-from twinstage.telemetry import Binding, Inbox, TelemetryError
+from twinstage.telemetry import Inbox, TelemetryError
 from twinstage.telemetry._opcua import OpcUaSource
 
 PS, TS, FM = "/Testbed/Sensors/PressureSensor", "/Testbed/Sensors/MotorTemperatureSensor", "/Testbed/Sensors/FlowMeter"
 
 
-def ua(prim: str, attr: str, node: str, **kw) -> Binding:
-    return Binding(prim, attr, "opcua", node, **kw)
-
-
-@pytest.fixture
-def table(pump_scene):
-    twin = twinstage.open(pump_scene)
-    yield twin.table
-    twin.close()
+ua = binder("opcua")
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +39,7 @@ def server(skab_csv):
 
 
 def collect(inbox: Inbox, until, timeout: float = 20.0) -> list:
-    got, end = [], time.monotonic() + timeout
-    while not until(got) and time.monotonic() < end:
-        got += inbox.drain()[0]
-        time.sleep(0.02)
-    return got
+    return drain_until(inbox, until, timeout, every=0.02)
 
 
 def per_row(got, channel, row):
@@ -163,3 +151,75 @@ def test_end_to_end_through_a_twin(server, pump_scene):
         assert twin.feeds.stats()["sources"]["plc"]["source_notifications"] > 0
     finally:
         twin.close()
+
+
+MAP_OPCUA = """version = 1
+description = "the test server's nodes"
+[defaults]
+kind = "opcua"
+period = 0.2
+align = "hold"
+staleAfter = 10.0
+[[bindings]]
+prim = "/Testbed/Sensors/PressureSensor"
+attribute = "pressure"
+key = "ns=2;s=Pressure"
+unit = "bar"
+name = "ua_pressure"
+[[bindings]]
+prim = "/Testbed/Sensors/FlowMeter"
+attribute = "flowRate"
+key = "ns=2;s=Flow"
+unit = "L/min"
+name = "ua_flow"
+"""
+
+
+def test_cli_run_opcua_records_source_values_with_status_mapped_quality(tmp_path, pump_scene, skab_csv):
+    """``twinstage run SCENE --opcua opc.tcp://…`` against the real asyncua server: the recording holds
+    the served values and the Uncertain/Bad status codes as quality flags."""
+    import subprocess
+    import sys
+
+    srv = OpcUaServer(skab_csv, rate=5.0).start()  # 5 updates/s: every 7th Uncertain, every 11th Bad
+    try:
+        cli = [sys.executable, "-m", "twinstage"]
+        (tmp_path / "ua.toml").write_text(MAP_OPCUA)
+        layer = tmp_path / "ua.usda"
+        bind = subprocess.run([*cli, "bind", str(pump_scene), "--map", str(tmp_path / "ua.toml"), "-o", str(layer)],
+                              capture_output=True, text=True, timeout=120)
+        assert bind.returncode == 0, bind.stderr
+        proc = subprocess.run([*cli, "run", str(layer), "--opcua", srv.url, "--duration", "6", "--realtime", "--rate", "10",
+                               "--record", str(tmp_path / "rec.usdc")], capture_output=True, text=True, timeout=180)
+    finally:
+        srv.kill()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "samples applied" in proc.stdout, proc.stdout
+    rec = twinstage.Recording(tmp_path / "rec.usdc")
+    col = list(rec.channels["pressure"]).index(rec.prims.index(PS))
+    values = rec.channel("pressure")[:, col]
+    quality = rec.channel("pressure", quality=True)[:, col]
+    assert rec.units["pressure"] == "bar"  # the map says bar: no conversion, the served numbers as they are
+    known = set(np.round(_skab_rows(str(skab_csv or ""))["Pressure"], 6))
+    good = values[quality == 0]
+    assert len(good) >= 10 and all(round(float(v), 6) in known for v in good)  # the served values
+    flags = set(int(q) for q in quality)
+    assert Quality.UNCERTAIN in flags or any(q & Quality.UNCERTAIN for q in flags)  # UncertainLastUsableValue
+    assert any(q & Quality.BAD for q in flags)  # BadSensorFailure: previous good value held, flagged
+    held = [i for i in range(1, len(values)) if quality[i] & Quality.BAD and not quality[i - 1] & Quality.BAD]
+    assert held and all(values[i] == values[i - 1] for i in held)
+    fcol = list(rec.channels["flowRate"]).index(rec.prims.index(FM))
+    assert (rec.channel("flowRate", quality=True)[:, fcol] == 0).sum() >= 10  # the flow node is always Good
+
+
+def test_back_off_bounds_are_checked(table):
+    for lo, hi in ((0.0, 1.0), (2.0, 1.0), (-1.0, 5.0)):
+        with pytest.raises(TelemetryError, match=r"opcua:opc.tcp://127.0.0.1:1/: reconnect back-off needs 0 < reconnect_min <= reconnect_max"):
+            OpcUaSource("opc.tcp://127.0.0.1:1/", [ua(PS, "pressure", "ns=2;s=P")], reconnect_min=lo, reconnect_max=hi)
+    with pytest.raises(TelemetryError, match=r"mqtt:127.0.0.1:1: reconnect back-off"):
+        from twinstage.telemetry._mqtt import MqttSource
+
+        MqttSource("127.0.0.1", 1, [binder("mqtt")(PS, "pressure", "p")], reconnect_min=3.0, reconnect_max=1.0)
+    src = OpcUaSource("opc.tcp://127.0.0.1:1/", [ua(PS, "pressure", "ns=2;s=P")])
+    with pytest.raises(TelemetryError, match="bind\\(table\\) before start"):
+        src.start(Inbox())

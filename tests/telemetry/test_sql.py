@@ -26,13 +26,6 @@ def sqlb(tag: str, prim: str, attr: str, unit: str = "", **kw) -> Binding:
     return Binding(prim, attr, "sql", tag, unit=unit, **kw)
 
 
-@pytest.fixture
-def table(pump_scene):
-    twin = twinstage.open(pump_scene)
-    yield twin.table
-    twin.close()
-
-
 @pytest.fixture(scope="module")
 def skab(postgres, shared_data):
     """valve1/0.csv as a TimescaleDB-style narrow table ``skab`` (quality smallint, OPC DA 192 = good)."""

@@ -1,4 +1,7 @@
-"""Alarm derivation from the twin's quality flags (OUT_OF_RANGE → warning, BAD → critical).
+"""Alarm derivation from the twin's quality flags (OUT_OF_RANGE → warning, BAD → critical), and
+from alarm attributes: a bool twin attribute with ``twin:<name>:alarmHigh`` authored (e.g. the
+live anomaly detector's ``twin:anomalyAlarm``) raises a critical alarm when it turns true and
+clears it when it turns false.
 
 It belongs with the twin's quality rather than the transport; it lives in its own module
 so that it can move there without touching the server. Runs on the server's loop thread,
@@ -19,9 +22,68 @@ OUT_OF_RANGE, BAD = 2, 16
 MAX_PER_FRAME = 50
 
 
+def alarm_flags(table: Any, stage: Any) -> dict[str, np.ndarray]:
+    """Per bool channel, the rows whose prim authors ``twin:<name>:alarmHigh`` (read once at start)."""
+    out: dict[str, np.ndarray] = {}
+    if stage is None:
+        return out
+    for name, ch in table.channels.items():
+        if ch.type != "bool":
+            continue
+        rows = [r for r, pi in enumerate(ch.prim_index.tolist())
+                if (a := stage.GetPrimAtPath(table.prims[pi]).GetAttribute(f"twin:{name}:alarmHigh")) and a.HasAuthoredValue()]
+        if rows:
+            mask = np.zeros(len(ch), bool)
+            mask[rows] = True
+            out[name] = mask
+    return out
+
+
+def _companion_score(mirror: Any, frame: Any, name: str, prim_index: int) -> float | None:
+    """``<x>Score`` of the same prim for an ``<x>Alarm`` (this frame's value where it changed)."""
+    score = f"{name[:-5]}Score" if name.endswith("Alarm") else ""
+    ch = mirror.channels.get(score)
+    if ch is None or ch.type != "float":
+        return None
+    hit = np.flatnonzero(ch.prim_index == prim_index)
+    if not hit.size:
+        return None
+    row = int(hit[0])
+    change = frame.changes.get(score)
+    if change is not None and (k := np.flatnonzero(change.rows == row)).size:
+        return float(change.values[k[0]])
+    return float(mirror.values[score][row])
+
+
+def _flag_alarms(mirror: Any, seq: int, frame: Any, out: list, extra: int) -> int:
+    """Alarm attributes (bool, ``alarmHigh`` authored) whose value changed in this frame."""
+    flags = getattr(mirror, "alarm_flags", None) or {}
+    for name, mask in flags.items():
+        change = frame.changes.get(name)
+        if change is None:
+            continue
+        rows = change.rows
+        new = np.asarray(change.values, dtype=bool)
+        hit = mask[rows] & (new != mirror.values[name][rows].astype(bool))
+        ch = mirror.channels[name]
+        for k in np.flatnonzero(hit).tolist():
+            if len(out) >= MAX_PER_FRAME:
+                extra += 1
+                continue
+            row, active = int(rows[k]), bool(new[k])
+            prim = mirror.table.prims[int(ch.prim_index[row])]
+            text = f"{prim}.{name} raised" if active else f"{prim}.{name} cleared"
+            if active and (score := _companion_score(mirror, frame, name, int(ch.prim_index[row]))) is not None:
+                text += f" (score {score:.3g})"
+            msg = Alarm(seq=seq, tick=frame.tick, sim_time=frame.sim_time, index=ch.offset + row, prim=prim, attribute=name, severity="critical",
+                        active=active, value=1.0 if active else 0.0, message=text)
+            out.append((name, row, wire(msg)))
+    return extra
+
+
 def derive_alarms(mirror: Any, seq: int, frame: Any) -> tuple[list[tuple[str, int, str]], int]:
-    """[(channel, row, alarm text)] for the frame's OUT_OF_RANGE/BAD transitions (at most
-    ``MAX_PER_FRAME``), and how many more there were."""
+    """[(channel, row, alarm text)] for the frame's OUT_OF_RANGE/BAD transitions and alarm-attribute
+    changes (at most ``MAX_PER_FRAME``), and how many more there were."""
     out: list[tuple[str, int, str]] = []
     extra = 0
     for name, change in frame.changes.items():
@@ -51,4 +113,5 @@ def derive_alarms(mirror: Any, seq: int, frame: Any) -> tuple[list[tuple[str, in
                 msg = Alarm(seq=seq, tick=frame.tick, sim_time=frame.sim_time, index=ch.offset + row, prim=prim, attribute=name, severity=severity,
                             active=active, value=value if math.isfinite(value) else 0.0, message=text)
                 out.append((name, row, wire(msg)))
+    extra = _flag_alarms(mirror, seq, frame, out, extra)
     return out, extra

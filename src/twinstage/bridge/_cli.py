@@ -156,6 +156,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if getattr(args, "ingest", None):
             server.ingest = build_ingest(twin, args.ingest)
         twin.add_sink(server)
+        if getattr(args, "metrics_port", None) is not None:
+            from twinstage.observability import MetricsSink
+            from twinstage.observability._metrics import bridge_counters
+
+            metrics = twin.add_sink(MetricsSink(args.metrics_port))
+            metrics.set_bridge(bridge_counters(server))
+            print(f"twinstage serve: metrics on {metrics.url}", flush=True)
     except Exception as exc:
         from twinstage.telemetry import TelemetryError
 

@@ -24,6 +24,7 @@ from ..state._replica import Replica
 from . import _binary
 from .infra.auth import redacting_logger
 from ._messages import SUBPROTOCOL
+from ._freshness_view import FreshnessView
 
 
 class BridgeError(Exception):
@@ -74,6 +75,8 @@ class Client:
         self.events: list[dict[str, Any]] = []
         self.structure: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []  #: errors that answer no request
+        self.forecasts: dict[str, list[dict[str, Any]]] = {}  #: ``forecast`` messages by whatif request id
+        self.fresh = FreshnessView()  #: the last ``freshness`` messages (see :meth:`freshness`, :meth:`reason`)
         self.received_at = 0.0
         self.on_state: list[Callable[[str, "Client"], None]] = []
         self._ids = itertools.count(1)
@@ -179,6 +182,15 @@ class Client:
     async def command(self, command: str, *, steps: int = 0, scenario: str = "", timeout: float = 10.0) -> dict[str, Any]:
         return await self.request({"type": "command", "command": command, "steps": steps, "scenario": scenario}, timeout)
 
+    async def whatif(self, events: Sequence[dict[str, Any]], horizon: float, *, grid: dict[str, Sequence[float]] | None = None,
+                     attributes: Sequence[str] = (), timeout: float = 60.0) -> dict[str, Any]:
+        """What-if from now (operator): ``{"ack": ack, "forecasts": {"Prim.attr": forecast message}}`` (bands per predicted tick)."""
+        mid = f"w{next(self._ids)}"
+        ack = await self.request({"type": "whatif", "id": mid, "events": list(events), "horizon": horizon, "attributes": list(attributes),
+                                  "grid": [{"key": k, "values": list(v)} for k, v in (grid or {}).items()]}, timeout)
+        got = self.forecasts.pop(mid, [])
+        return {"ack": ack, "forecasts": {f"{f['prim']}.{f['attribute']}": f for f in got}}
+
     async def ping(self) -> float:
         t = time.perf_counter()
         await self.command("ping")
@@ -204,6 +216,17 @@ class Client:
     def quality(self, prim: str, attribute: str) -> int:
         name, row = self.replica.locate(self.index[(prim, attribute)])
         return int(self.replica.quality[name][row])
+
+    def freshness(self, prim: str | None = None, attribute: str | None = None) -> Any:
+        """Seconds since the last good sample of a fed entry (inf: none yet; NaN: not fed or not
+        subscribed), or with no arguments a dict (prim, attribute) -> age of every fed entry sent."""
+        if prim is None:
+            return {(self.attributes[i]["prim"], self.attributes[i]["attribute"]): a for i, a in self.fresh.ages.items()}
+        return self.fresh.ages.get(self.index[(prim, attribute or "")], float("nan"))
+
+    def reason(self, prim: str, attribute: str) -> str:
+        """Why a fed entry is flagged, as the server said ('good' when it is not flagged)."""
+        return self.fresh.reasons.get(self.index[(prim, attribute)], "good")
 
     def unit(self, prim: str, attribute: str) -> str:
         return self.attributes[self.index[(prim, attribute)]]["unit"]
@@ -278,6 +301,10 @@ class Client:
             self.events.append(msg)
         elif t == "structure":
             self.structure.append(msg)
+        elif t == "freshness":
+            self.fresh.apply(msg)
+        elif t == "forecast":
+            self.forecasts.setdefault(msg.get("id") or "", []).append(msg)
         await self._notify(t or "")
 
     def _on_hello(self, msg: dict[str, Any]) -> None:

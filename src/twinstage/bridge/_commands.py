@@ -39,6 +39,10 @@ async def execute(session: Any, msg: Any) -> str | AfterState:
     ctl = server.control
     role = session.role or "viewer"
     user = session.user
+    if msg.type == "whatif":  # what-if from now: bridge/_whatif.py
+        from ._whatif import handle_whatif
+
+        return await handle_whatif(session, msg)
     if msg.type == "set":
         if RANK[role] < RANK["operator"]:
             return error("forbidden", f"role {role!r} may not set values (operator or admin needed)", msg.id, "set")
@@ -90,7 +94,12 @@ async def execute(session: Any, msg: Any) -> str | AfterState:
     if msg.scenario not in scenarios.scenarios:
         known = ", ".join(sorted(scenarios.scenarios)) or "none registered"
         return error("not_found", f"no scenario named {msg.scenario!r} ({known})", msg.id, name)
-    n = scenarios.start(msg.scenario, user, server.mirror.sim_time)
+    from ._scenario import ScenarioRejected
+
+    try:
+        n = scenarios.start(msg.scenario, user, server.mirror.sim_time)
+    except ScenarioRejected as exc:
+        return error("invalid_value", str(exc), msg.id, name)
     return ack(server, msg.id, "scenario", count=n, detail=f"scenario {msg.scenario!r} started")
 
 

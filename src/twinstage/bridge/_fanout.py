@@ -1,8 +1,10 @@
 """Fan-out worker processes (``twinstage serve --fanout-procs N``): the twin ticks in one process,
 the websocket sessions run in N others, so the tick and the fan-out never share an interpreter.
 
-- :class:`FanoutHub` is the twin's sink in the twin process. Each tick it serialises the Frame
-  once (one pickle, protocol 5) and hands the same bytes to every worker's feed; a worker that
+- :class:`FanoutHub` is the twin's sink in the twin process. Each tick it encodes the binary delta
+  for clients subscribed to everything (:func:`encode_all`; workers' sessions send those bytes
+  as they are) and serialises Frame + payload once (one pickle, protocol 5), handing the same
+  bytes to every worker's feed; a worker that
   falls more than :data:`MERGE_AFTER` frames behind gets the pending frames merged into one
   (latest value wins per entry, seq jumps — the same rule as a slow client's mailbox).
 - Each worker opens the scene itself (metadata, stage, hello), starts from the twin's state as
@@ -20,31 +22,35 @@ import collections
 import logging
 import multiprocessing
 import pickle
-import socket
 import threading
 import uuid
 from typing import Any
 
 import numpy as np
 
+from ._fanout_worker import _reuse_socket, _worker_main  # the worker side (imports the Server lazily)
+
 log = logging.getLogger("twinstage.bridge")
 MERGE_AFTER = 2  #: pending frames per worker before they are merged into one
 
 
-def _reuse_socket(host: str, port: int, listen: bool) -> socket.socket:
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
-    if listen:
-        s.listen(1024)
-        s.setblocking(False)
-    return s
-
-
 def _frame_parts(frame: Any) -> tuple:
     return (frame.tick, frame.sim_time, frame.wall_time, {n: (c.rows, c.values, c.quality) for n, c in frame.changes.items()})
+
+
+#: the selection key of a subscription to everything (``Selection.key`` with no prefixes, no attributes)
+ALL = ((), ())
+
+
+def encode_all(channels: Any, seq: int, frame: Any) -> dict:
+    """The binary delta of ``frame`` for a client subscribed to everything, encoded once here in the
+    twin process; byte for byte what a worker's session would encode (``_mailbox._shared_payload``)."""
+    from types import SimpleNamespace
+
+    from ._state import encode_state, gather
+
+    parts = gather(SimpleNamespace(channels=channels), [(n, c.rows, c.values, c.quality) for n, c in frame.changes.items() if n in channels])
+    return {(ALL, "binary"): encode_state("delta", "binary", parts, seq, frame.tick, frame.sim_time, frame.wall_time, merged=1)}
 
 
 def merge_frames(frames: list[Any]) -> Any:
@@ -103,7 +109,7 @@ class _Worker:
                 items = [(seq, frame, any(it[2] for it in items), paused, None)]
             try:
                 for seq, frame, last, paused, blob in items:
-                    self.send(blob=blob or pickle.dumps(("frame", seq, _frame_parts(frame), last, paused), protocol=5))
+                    self.send(blob=blob or pickle.dumps(("frame", seq, _frame_parts(frame), last, paused, None), protocol=5))
             except (OSError, ValueError):
                 self.dead("its feed broke")
 
@@ -157,7 +163,7 @@ class FanoutHub:
         self.closed = False
         self.control: Any = None
         self.port = 0
-        self._reserve: socket.socket | None = None
+        self._reserve: Any = None  # a socket holding the port
         self.calls: Any = None
 
     @property
@@ -214,7 +220,8 @@ class FanoutHub:
         last = self.control.on_tick()
         self.seq += 1
         paused = self.control.paused
-        blob = pickle.dumps(("frame", self.seq, _frame_parts(frame), last, paused), protocol=5)
+        encoded = encode_all(self.control.table.channels, self.seq, frame)  # once, for every worker
+        blob = pickle.dumps(("frame", self.seq, _frame_parts(frame), last, paused, encoded), protocol=5)
         for w in self.workers:
             if w.alive:
                 w.put((self.seq, frame, last, paused, blob))
@@ -262,8 +269,5 @@ class FanoutHub:
         except (OSError, ValueError):
             w.dead("its pipe broke")
 
-
-# -- the worker process ----------------------------------------------------------------------------------
-from ._fanout_worker import _worker_main  # noqa: E402  (the worker side; imports Server lazily)
 
 __all__ = ["FanoutHub", "MERGE_AFTER", "merge_frames"]

@@ -6,9 +6,22 @@ from __future__ import annotations
 import itertools
 import pickle
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
+
+
+def _reuse_socket(host: str, port: int, listen: bool) -> socket.socket:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    if listen:
+        s.listen(1024)
+        s.setblocking(False)
+    return s
 
 
 def _error(kind: str, message: str) -> Exception:
@@ -132,7 +145,6 @@ def _worker_main(index: int, conn: Any, spec: dict[str, Any]) -> None:
         import twinstage
 
         from ..state import Change, Frame
-        from ._fanout import _reuse_socket
         from ._server import Server
 
         twin = twinstage.open(spec["scene"], **spec["open_kwargs"])
@@ -164,10 +176,10 @@ def _worker_main(index: int, conn: Any, spec: dict[str, Any]) -> None:
                 break
             kind = msg[0]
             if kind == "frame":
-                _, seq, (tick, sim_time, wall_time, changes), last, paused = msg
+                _, seq, (tick, sim_time, wall_time, changes), last, paused, encoded = msg
                 frame = Frame.make(tick, sim_time, wall_time, {n: Change.make(*c) for n, c in changes.items()})
                 ctl._tick, ctl._sim_time, ctl._paused = max(ctl._tick, int(tick)), float(sim_time), bool(paused)
-                server.feed(frame, last, seq)
+                server.feed(frame, last, seq, encoded)
             elif kind == "reply":
                 ctl.resolve(msg)
             elif kind == "stop":

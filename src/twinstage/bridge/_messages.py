@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 from ._glb_message import GLB_DOC, SceneModel  # hello.glb (a module of its own: this one is at its length limit)
+from ._freshness_message import Freshness  # the freshness message (same reason)
+from ._whatif_message import Forecast, WhatIf  # what-if from now (same reason)
 
 PROTOCOL = "twinstage.bridge"
 VERSION = 1
@@ -90,7 +92,6 @@ class _Base(BaseModel):
 
 
 # -- records ---------------------------------------------------------------------------
-
 
 class AttributeInfo(_Base):
     """One entry of the attribute table: flat index → prim, attribute, type, unit."""
@@ -193,7 +194,6 @@ class ClientInfo(_Base):
 
 # -- server → client -------------------------------------------------------------------
 
-
 class Hello(_Base):
     """First message of every session (after authentication)."""
 
@@ -203,7 +203,7 @@ class Hello(_Base):
     session: str = Field(description="new for every server start; resume only within one session")
     server: str = Field(description="server software and version")
     scene: str = Field(description="scene file name")
-    role: str = Field(description="this connection's role: viewer, operator or admin")
+    role: str = Field(description="this connection's role: viewer, operator, admin or ingest")
     user: str = Field(description="name of the token used ('' when anonymous)")
     tick_rate: float
     tick: int
@@ -348,7 +348,6 @@ class Ack(_Base):
 
 # -- client → server -------------------------------------------------------------------
 
-
 class Auth(_Base):
     """Browsers cannot set headers: they send the token as their first message."""
 
@@ -414,7 +413,8 @@ class Ingest(_Base):
     samples: list[IngestSample] = Field(max_length=10_000, description="at most 10000 samples (and maxMessageBytes)")
 
 
-ServerMessage = Annotated[Union[Hello, Snapshot, Delta, Values, Structure, Alarm, Event, Error, Ack], Field(discriminator="type")]
-ClientMessage = Annotated[Union[Auth, Subscribe, Resume, Set, Command, Ingest], Field(discriminator="type")]
-CLIENT_TYPES = {"auth": Auth, "subscribe": Subscribe, "resume": Resume, "set": Set, "command": Command, "ingest": Ingest}
-SERVER_TYPES = {"hello": Hello, "snapshot": Snapshot, "delta": Delta, "values": Values, "structure": Structure, "alarm": Alarm, "event": Event, "error": Error, "ack": Ack}
+ServerMessage = Annotated[Union[Hello, Snapshot, Delta, Values, Structure, Alarm, Event, Error, Ack, Freshness, Forecast], Field(discriminator="type")]
+ClientMessage = Annotated[Union[Auth, Subscribe, Resume, Set, Command, Ingest, WhatIf], Field(discriminator="type")]
+CLIENT_TYPES = {"auth": Auth, "subscribe": Subscribe, "resume": Resume, "set": Set, "command": Command, "ingest": Ingest, "whatif": WhatIf}
+SERVER_TYPES = {"hello": Hello, "snapshot": Snapshot, "delta": Delta, "values": Values, "structure": Structure, "alarm": Alarm, "event": Event, "error": Error, "ack": Ack,
+                "freshness": Freshness, "forecast": Forecast}

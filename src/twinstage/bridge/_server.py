@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ._alarms import derive_alarms
+from ._alarms import alarm_flags, derive_alarms
 from ._control import TwinControl
 from ._hello import HelloBuilder
 from ._jsonio import parse_json, wire  # noqa: F401  (parse_json: re-exported for older imports)
@@ -56,6 +56,9 @@ class Server:
     """
 
     writes_stage = False
+    #: seconds between ``freshness`` messages (0: none); set before the server starts (see :mod:`._freshness`)
+    freshness_interval = 1.0
+    freshness: Any = None
 
     def __init__(
         self,
@@ -150,6 +153,9 @@ class Server:
         of the state starts from the table as it is now.
         """
         self.start_control(twin, TwinControl(twin))
+        from ._freshness import FreshnessPublisher
+
+        self.freshness = FreshnessPublisher.attach(self, twin)
 
     def start_control(self, twin: Any, control: Any) -> None:
         """:meth:`start` with a given control (a fan-out worker's :class:`~twinstage.bridge._fanout.RemoteControl`)."""
@@ -159,6 +165,7 @@ class Server:
         self.twin, self.control = twin, control
         self.session = self.session or uuid.uuid4().hex
         self.mirror = Mirror(control.table)
+        self.mirror.alarm_flags = alarm_flags(control.table, control.stage)
         self.mirror.tick, self.mirror.sim_time = control.tick, control.sim_time
         if control.stage is not None:
             from ._structure import StructureTracker
@@ -183,11 +190,14 @@ class Server:
         if self.closed or self.loop is None:
             return
         self._enqueue((frame, self.control.on_tick() if self.control is not None else False))
+        if self.freshness is not None:
+            self.freshness.tick()
 
-    def feed(self, frame: Any, last: bool, seq: int) -> None:
-        """A fan-out worker's frame: numbered (``seq``) and flagged ``last`` by the twin process."""
+    def feed(self, frame: Any, last: bool, seq: int, encoded: dict | None = None) -> None:
+        """A fan-out worker's frame: numbered (``seq``) and flagged ``last`` by the twin process, with the
+        payloads it already encoded (``{(selection key, encoding): bytes}``; sessions reuse them)."""
         if not self.closed and self.loop is not None:
-            self._enqueue((frame, last, seq))
+            self._enqueue((frame, last, seq, encoded))
 
     def _enqueue(self, item: tuple) -> None:
         with self._inbox_lock:
@@ -286,7 +296,7 @@ class Server:
             except Exception:
                 log.exception("bridge: handling frame %s failed", getattr(frame, "tick", "?"))
 
-    def _on_frame(self, frame: Any, last: bool = False, seq: int | None = None) -> None:
+    def _on_frame(self, frame: Any, last: bool = False, seq: int | None = None, encoded: dict | None = None) -> None:
         mirror = self.mirror
         assert mirror is not None
         self.seq = self.seq + 1 if seq is None else int(seq)
@@ -295,6 +305,8 @@ class Server:
         alarms, extra = derive_alarms(mirror, seq, frame)
         mirror.apply(frame, seq)
         entry = self.ring.append(seq, frame)
+        if encoded:
+            entry.encoded.update(encoded)
         for s in list(self.sessions):
             s.on_frame(entry)
         for name, row, text in alarms:

@@ -25,6 +25,8 @@ _LAZY = {
     "DetectorSettings": "._detect",
     "WindowDetector": "._detect",
     "SKAB_SLOW": "._detect",
+    "SKAB_ALLOWANCE": "._detect",
+    "learn_allowance": "._detect",
     "SKAB_CHANNELS": "._skab",
     "read_skab": "._skab",
     "Estimate": "._metrics",

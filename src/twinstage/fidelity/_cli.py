@@ -155,14 +155,14 @@ def _num(o):
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from ._detect import SKAB_SLOW, DetectorError, DetectorSettings, WindowDetector
+    from ._detect import SKAB_ALLOWANCE, SKAB_SLOW, DetectorError, DetectorSettings, WindowDetector
     from ._skab import read_skab
 
     results = []
     for f in args.data:
         try:
             x, label, names = read_skab(f)
-            det = WindowDetector(DetectorSettings(slow=SKAB_SLOW), channels=names).fit(x[: args.train])
+            det = WindowDetector(DetectorSettings(slow=SKAB_SLOW, allowance=SKAB_ALLOWANCE), channels=names).fit(x[: args.train])
         except (DetectorError, OSError) as exc:
             print(f"twinstage detect: error: {exc}", file=sys.stderr)
             return 2
@@ -183,8 +183,11 @@ def run_detect(args: argparse.Namespace) -> int:
 
 def attach_live(twin, *, assimilate: bool = False, detect: bool = False) -> dict:
     """``twinstage run --assimilate`` / ``--detect`` (and the demo): the Kalman stage and the
-    live anomaly monitor on a twin; the monitor publishes on the first prim that declares
-    ``twin:anomalyAlarm`` (or ``twin:anomalyScore``). Returns what was added."""
+    live anomaly monitor on a twin (with ``SKAB_ALLOWANCE`` for sensors whose
+    ``twin:assetId`` is a SKAB column); the monitor publishes on the first prim that declares
+    ``twin:anomalyAlarm`` (or ``twin:anomalyScore``); with ``detect``, a scene that declares
+    ``twin:needsRecalibration`` also gets the residual/drift monitor publishing there.
+    Returns what was added."""
     out: dict = {}
     if assimilate:
         from ._assimilate import Assimilator
@@ -199,7 +202,15 @@ def attach_live(twin, *, assimilate: bool = False, detect: bool = False) -> dict
             if ch is not None and len(ch):
                 target = twin.table.prims[int(ch.prim_index[0])]
                 break
-        out["monitor"] = twin.add_sink(AnomalyMonitor(publish=target))
+        from ._detect import SKAB_ALLOWANCE, DetectorSettings
+
+        # the benchmarked settings: SKAB's allowance applies to sensors whose twin:assetId is a SKAB column
+        out["monitor"] = twin.add_sink(AnomalyMonitor(publish=target, settings=DetectorSettings(allowance=SKAB_ALLOWANCE)))
+        ch = twin.table.channels.get("needsRecalibration")
+        if ch is not None and len(ch):
+            from ._residuals import ResidualMonitor
+
+            out["residuals"] = twin.add_sink(ResidualMonitor(publish=twin.table.prims[int(ch.prim_index[0])]))
     return out
 
 
@@ -215,4 +226,8 @@ def live_summary(added: dict) -> list[str]:
         raised = sum(1 for e in m.events if e["event"] == "raised")
         lines.append(f"anomaly monitor: {m.status}; {len(m.scores)} rows scored, alarm raised {raised}×, now {'ON' if m.alarm else 'off'}"
                      + (f" (published on {m.publish})" if m.publish else ""))
+    r = added.get("residuals")
+    if r is not None:
+        lines.append(f"drift monitor: {r.status}; needs recalibration: {'YES' if r.needs_recalibration else 'no'}"
+                     + (f" (published on {r.publish})" if r.published else ""))
     return lines

@@ -12,7 +12,10 @@ measurement this tick: the score then carries no evidence), :attr:`z` (per-chann
 z-scores: which sensors drive it), and :attr:`events` — one dict per alarm raised or
 cleared (tick, sim time, the prims of the top channels). Temperature channels (a
 unit convertible to kelvin) are slow thermal states and are not monitored by level.
-With ``publish="/Testbed/Pump"`` it also sets that prim's ``twin:anomalyScore`` (float)
+An allowance in ``settings`` (:func:`~twinstage.fidelity.learn_allowance`) may name a
+channel as ``prim.attribute`` or by its sensor's ``twin:assetId`` (the pump testbed's are
+SKAB's column names, so ``SKAB_ALLOWANCE`` applies as is); entries matching nothing are
+ignored. With ``publish="/Testbed/Pump"`` it also sets that prim's ``twin:anomalyScore`` (float)
 and ``twin:anomalyAlarm`` (bool) on each row when the scene declares them, so the state
 reaches every sink through the Frames (the pump testbed authors
 ``twin:anomalyAlarm:alarmHigh = 1``: the viewer pulses the pump while it is set).
@@ -77,6 +80,11 @@ class AnomalyMonitor:
                 if self.slow_temperatures and _is_temperature(ch.unit):
                     slow.append(f"{prim}.{name}")
         self.names = [f"{p}.{a}" for p, a, _ in self.channels]
+        self._ids = []  # each channel's sensor twin:assetId (an allowance may name it: SKAB columns)
+        for p, _, _ in self.channels:
+            prim = ctx.stage.GetPrimAtPath(p) if getattr(ctx, "stage", None) is not None else None
+            attr = prim.GetAttribute("twin:assetId") if prim else None
+            self._ids.append(attr.Get() if attr and attr.HasAuthoredValue() else None)
         self._targets = {}
         if self.publish:
             for attr in ("anomalyScore", "anomalyAlarm"):
@@ -150,8 +158,13 @@ class AnomalyMonitor:
 
     def _fit(self) -> None:
         s = self.base_settings
+        allow: dict[str, float] = {}  # entries name a channel (prim.attribute) or its sensor's twin:assetId
+        for name, v in s.allowance:
+            for n, i in zip(self.names, self._ids):
+                if name in (n, i):
+                    allow[n] = v
         settings = DetectorSettings(window=s.window, on=s.on, off=s.off, confirm=s.confirm, release=s.release,
-                                    relative_off=s.relative_off, slow=tuple(s.slow) + self._slow)
+                                    relative_off=s.relative_off, slow=tuple(s.slow) + self._slow, allowance=tuple(allow.items()))
         try:
             self.detector = WindowDetector(settings, channels=self.names).fit(np.array(self._buf))
             self.status = "monitoring"

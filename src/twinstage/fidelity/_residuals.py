@@ -8,7 +8,11 @@ tick it records the error ``simulated − measured`` (the sign of
 keeps rolling MAE / RMSE / bias over the last ``window`` ticks (:meth:`metrics`), and,
 after ``fit_ticks`` ticks, feeds a :class:`~twinstage.fidelity.DriftMonitor` that says
 when the model no longer matches the plant (:attr:`needs_recalibration`, per sensor in
-:attr:`drifting`). Offline metrics with confidence intervals: :func:`error_metrics`.
+:attr:`drifting`). With ``publish="/Testbed/Pump"`` the verdict is live twin state: the
+monitor sets that prim's ``twin:needsRecalibration`` (bool, when the scene declares it)
+whenever it changes, so it reaches the bridge and the viewer through the Frames like
+``AnomalyMonitor``'s ``twin:anomalyAlarm``; each change is also kept in :attr:`events`.
+Offline metrics with confidence intervals: :func:`error_metrics`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ _MISSING = int(Quality.BAD) | int(Quality.STALE)
 class ResidualMonitor:
     writes_stage = False
 
-    def __init__(self, *, window: int = 300, fit_ticks: int = 600, drift: DriftMonitor | None = None) -> None:
+    def __init__(self, *, window: int = 300, fit_ticks: int = 600, drift: DriftMonitor | None = None,
+                 publish: str | None = None) -> None:
         if window < 2 or fit_ticks < 0:
             raise ValueError(f"window must be >= 2 and fit_ticks >= 0, got {window}, {fit_ticks}")
         self.window = int(window)
@@ -38,6 +43,9 @@ class ResidualMonitor:
         self.pairs: list[dict[str, Any]] = []
         self.status = "not started"
         self.drifting: dict[str, bool] = {}
+        self.publish = publish  #: prim whose twin:needsRecalibration (when declared) gets the verdict
+        self.published = False  #: a declared twin:needsRecalibration was found on ``publish``
+        self.events: list[dict[str, Any]] = []  #: one per change of the verdict (tick, sim time, drifting sensors)
 
     def start(self, ctx: Any) -> None:
         from twinstage.units import converter
@@ -69,6 +77,13 @@ class ResidualMonitor:
         self._i = 0
         self._fit: list[np.ndarray] = []
         self.status = "collecting" if self.pairs else "no sensor with twin:measures in the scene"
+        if self.publish:
+            try:
+                table.row(self.publish, "needsRecalibration")
+                self.published = True
+            except Exception:
+                log.warning("residual monitor: %s declares no twin:needsRecalibration: nothing published", self.publish)
+        self._last = False
 
     def residual(self) -> np.ndarray:
         """This tick's ``simulated − measured`` per pair (NaN where the reading is BAD/STALE)."""
@@ -99,6 +114,15 @@ class ResidualMonitor:
         elif self.status == "monitoring":
             self.drift.update(r)
             self.drifting = dict(zip(self.names, self.drift.drifting.tolist()))
+            now = self.needs_recalibration
+            if now != self._last:
+                self.events.append({"tick": int(frame.tick), "sim_time": float(frame.sim_time),
+                                    "event": "raised" if now else "cleared",
+                                    "sensors": [n for n, d in self.drifting.items() if d]})
+                log.info("needs recalibration %s at tick %d", self.events[-1]["event"], frame.tick)
+                self._last = now
+                if self.published:  # enters the next Frame like any other set
+                    self.ctx.set(self.publish, needsRecalibration=now)
 
     @property
     def needs_recalibration(self) -> bool:

@@ -5,7 +5,7 @@ process do not collide) and serves it with ``prometheus_client.start_http_server
 on 127.0.0.1 unless told otherwise. Per tick it observes the tick's duration (wall
 time between consecutive Frames), ticks behind schedule (the clock's overruns), and,
 where the twin has them, the USD writer's commit time and per-prim staleness, per
-source ingest lag / freshness (``SinkContext.freshness()``, ``stats()["telemetry"]``)
+source ingest lag (p50/p99, ``Feeds.stats()``) / freshness (``SinkContext.freshness()``, ``stats()["telemetry"]``)
 and active alarms (values flagged OUT_OF_RANGE or BAD). Gauges fed by callbacks cover
 what lives elsewhere: bridge clients and merged/dropped messages (:meth:`set_bridge`),
 sweep progress (:meth:`sweep_progress`).
@@ -56,7 +56,8 @@ class MetricsSink:
         self.errors = Gauge("twinstage_errors_total", "Errors logged by the engine", registry=r)
         self.freshness = Gauge("twinstage_source_freshness_seconds", "Age of the oldest last good sample per channel fed by telemetry",
                                ["channel"], registry=r)
-        self.lag = Gauge("twinstage_source_ingest_lag_seconds", "Ingest lag per telemetry source", ["source"], registry=r)
+        self.lag = Gauge("twinstage_source_ingest_lag_seconds", "Ingest lag per telemetry source: arrival wall time minus event time "
+                         "(replay: tick sim time minus event time), p50/p99 over its last 1024 samples", ["source", "quantile"], registry=r)
         self.samples = Gauge("twinstage_source_samples_total", "Samples per telemetry source and outcome (received, applied, late, bad, …)",
                              ["source", "outcome"], registry=r)
         self.clients = Gauge("twinstage_bridge_clients", "Connected bridge clients", registry=r)
@@ -130,9 +131,10 @@ class MetricsSink:
         for name, s in (sources.items() if isinstance(sources, dict) else []):
             if not isinstance(s, dict):
                 continue
-            lag = s.get("lag_s", s.get("ingest_lag_s", s.get("clock_offset_s")))  # event time behind sim time
-            if isinstance(lag, (int, float)) and math.isfinite(lag):
-                self.lag.labels(name).set(float(lag))
+            for q, key in (("0.5", "lag_s"), ("0.99", "lag_p99_s")):  # Feeds.stats(): per-sample ingest lag
+                lag = s.get(key)
+                if isinstance(lag, (int, float)) and math.isfinite(lag):
+                    self.lag.labels(name, q).set(float(lag))
             for outcome in ("received", "applied", "late", "bad", "duplicates", "overflow"):
                 n = s.get(outcome)
                 if isinstance(n, (int, float)):
@@ -167,3 +169,17 @@ class MetricsSink:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/metrics"
+
+
+def bridge_counters(server: Any) -> Callable[[], dict[str, float]]:
+    """The :meth:`MetricsSink.set_bridge` callback of a bridge server (``serve --metrics-port``):
+    connected clients, frames merged for slow readers (summed over the connected clients),
+    and clients dropped for stalling a send (the server's ``aborted`` count)."""
+
+    def stats() -> dict[str, float]:
+        st = server.stats()
+        sessions = list(getattr(server, "sessions", ()) or ())
+        merged = st["merged"] if isinstance(st.get("merged"), (int, float)) else sum(getattr(s, "merged", 0) for s in sessions)
+        return {"clients": float(st.get("clients", len(sessions))), "merged": float(merged), "dropped": float(st.get("aborted", 0))}
+
+    return stats

@@ -107,11 +107,11 @@ class Engine:
         self._frame: Frame | None = None
         self.context = SinkContext(self)
 
-    def fork(self, *, seed: int | None = None, models: Iterable[Model] | None = None, **kwargs: Any) -> "Engine":
-        """A fresh headless engine on the same scene without re-reading the stage (for sweeps, fits)."""
-        kw = {"rate": self.clock.rate, "realtime": self.clock.realtime, "speed": self.clock.speed, "seed": self.seed if seed is None else seed,
-              "models": () if models is None else models, "source": self.source, **kwargs}
-        return Engine(self.stage, _scene=self._scene, **kw)
+    def fork(self, *, seed: int | None = None, models: Iterable[Model] | None = None, copy_state: bool = False, **kwargs: Any) -> "Engine":
+        """A headless engine on the same scene without re-reading the stage (sweeps, fits); ``copy_state=True``
+        continues from this engine's state, parameters and random streams (``runtime._fork``)."""
+        from ._fork import fork_engine
+        return fork_engine(self, seed=seed, models=models, copy_state=copy_state, **kwargs)
 
     # -- state access -----------------------------------------------------------
     @property
@@ -199,22 +199,19 @@ class Engine:
 
     # -- sources ----------------------------------------------------------------
     def add_source(self, src: Any) -> Any:
-        """Bind ``src`` to this twin's table, check no row is fed twice, start it.
-
-        From the next tick on its aligned values (and quality) are written into the
-        rows it feeds, which models no longer write.
-        """
+        """Bind ``src`` (no row is fed twice) and start it: from the next tick its aligned values and
+        quality fill the rows it feeds, which models no longer write."""
         self.feeds.add(src, self.clock.sim_time)
-        for model in self._model_order:
-            fed = getattr(model, "fed", None)
-            if callable(fed):
-                fed(self.feeds.fed)
+        self._refeed()
         desc = getattr(src, "describe", None)
         self.data_sources.append(desc() if callable(desc) else f"{getattr(src, 'kind', '')}:{getattr(src, 'name', '')}")
         return src
 
     def remove_source(self, name: str) -> None:
         self.feeds.remove(name)
+        self._refeed()
+
+    def _refeed(self) -> None:
         for model in self._model_order:
             fed = getattr(model, "fed", None)
             if callable(fed):
@@ -257,10 +254,8 @@ class Engine:
                chunked: bool | None = None, chunk_ticks: int | None = None) -> Any:
         """Record every ``every``-th tick to ``path`` (a separate USD layer), saving atomically.
 
-        ``reproducible=True`` keeps wall-clock times and the command line out of the
-        provenance: the same scene, seed and inputs then give a byte-identical file.
-        ``chunked=True`` writes chunks stitched by USD value clips, so a save costs the
-        new ticks only (see :class:`~twinstage.usd._recorder.Recorder`).
+        ``reproducible=True`` keeps wall times and the command line out of the provenance (same inputs →
+        same bytes); ``chunked=True`` writes value-clip chunks (:class:`~twinstage.usd._recorder.Recorder`).
         """
         from ..usd._recorder import Recorder
 

@@ -14,6 +14,32 @@ from ..telemetry._source_align import Aligner
 from ..telemetry._source import Inbox, Source, TelemetryError
 
 _KEEP_NOT_FEED = np.uint8(~FEED_FLAGS & 0xFF)
+LAG_WINDOW = 1024  #: samples per source over which stats() gives the ingest lag's p50/p99
+
+
+class _LagWindow:
+    """The last :data:`LAG_WINDOW` per-sample ingest lags of one source (a ring)."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(LAG_WINDOW)
+        self.n = 0
+
+    def add(self, lags: np.ndarray) -> None:
+        lags = lags[np.isfinite(lags)][-LAG_WINDOW:]
+        k = len(lags)
+        if not k:
+            return
+        i = self.n % LAG_WINDOW
+        first = min(k, LAG_WINDOW - i)
+        self.buf[i:i + first] = lags[:first]
+        self.buf[:k - first] = lags[first:]
+        self.n += k
+
+    def quantiles(self) -> tuple[float, float] | None:
+        if not self.n:
+            return None
+        p50, p99 = np.percentile(self.buf[:min(self.n, LAG_WINDOW)], (50, 99))
+        return float(p50), float(p99)
 
 
 def _dense(rows: np.ndarray) -> np.ndarray | slice:
@@ -47,6 +73,7 @@ class Feeds:
         self._horizon: dict[str, float] = {}
         self._texts = _Texts()
         self._writes: list[tuple[str, np.ndarray, slice, FeedAlign]] = []
+        self._lags: dict[str, _LagWindow] = {}
         self.errors: list[str] = []
 
     def __bool__(self) -> bool:
@@ -100,6 +127,7 @@ class Feeds:
         self.aligners[name] = Aligner(name, kind == "live", FeedAlign(specs, self._texts))
         self._polled[name] = -math.inf
         self._horizon[name] = horizon
+        self._lags[name] = _LagWindow()
         anchor = getattr(src, "anchor", None)
         if callable(anchor):
             anchor(sim_time)
@@ -115,6 +143,7 @@ class Feeds:
     def remove(self, name: str) -> None:
         src = self.sources.pop(name)
         al = self.aligners.pop(name)
+        self._lags.pop(name, None)
         sid = self._owner_names.index(name)
         for ch in al.channels:
             own = self.owner[ch]
@@ -127,7 +156,14 @@ class Feeds:
     # -- per tick --------------------------------------------------------------------------------
     def collect(self, t0: float, t1: float, wall: float) -> None:
         """Poll replay sources for sim window ``(t0, t1]`` (plus a look-ahead for linear
-        bindings), drain the inbox, align everything onto sim time ``t1`` / wall ``wall``."""
+        bindings), drain the inbox, align everything onto sim time ``t1`` / wall ``wall``.
+
+        Ingest lag, per sample: arrival wall time minus its event time mapped to the wall. A
+        live source's event times are UNIX times (the mapping is the identity; the source's
+        clock offset is not subtracted, so a skewed source clock shows up as lag). A replay
+        sample's event time is sim time: it is due at the tick that reaches it, so its lag is
+        how far the tick that takes it is past it (``t1 - event``; samples read ahead for linear
+        bindings count 0)."""
         for name, src in self.sources.items():
             if src.kind != "replay":
                 continue
@@ -136,8 +172,11 @@ class Feeds:
             lo = self._polled[name]
             if hi > lo:
                 try:
+                    lag = self._lags[name]
                     for s in src.poll(lo, hi):
                         self._foreign(name, al.ingest(s), s)
+                        et = s.event_time
+                        lag.add(np.maximum(t1 - et, 0.0))
                 except Exception as exc:  # a failing source must not stop the tick
                     self.errors.append(f"source {name!r}: poll failed: {exc!r}")
                 self._polled[name] = hi
@@ -151,6 +190,8 @@ class Feeds:
                 self.errors.append(f"telemetry for twin:{s.channel} from {s.source or 'an unnamed source'!r}: no source added feeds those rows; dropped {len(s)} samples")
                 continue
             self._foreign(al.name, al.ingest(s), s)
+            if al.live and len(s):
+                self._lags[al.name].add(s.arrival_time - s.event_time)
         for ch, rows, src_name in overflowed:
             al = by_source.get(src_name) or self._find(ch, rows)
             if al is not None:
@@ -220,6 +261,9 @@ class Feeds:
         for name, src in self.sources.items():
             st: dict[str, Any] = dict(self.aligners[name].counts())
             st["clock_offset_s"] = self.aligners[name].offset
+            q = self._lags[name].quantiles()
+            if q is not None:  # ingest lag (s) over the last LAG_WINDOW samples
+                st["lag_s"], st["lag_p99_s"] = q
             try:
                 st.update({f"source_{k}": v for k, v in (src.stats() or {}).items()})
             except Exception as exc:

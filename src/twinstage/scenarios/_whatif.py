@@ -43,19 +43,8 @@ class WhatIf:
 
 
 def fork_now(twin: Any, *, seed: int | None = None) -> Any:
-    """A headless engine on the twin's scene, with the twin's current state and model parameters."""
-    models = []
-    for m in twin.models.values():
-        inner = getattr(m, "inner", m)
-        new = type(inner)()
-        if hasattr(inner, "params"):
-            new.params = inner.params
-        models.append(new)
-    eng = twin.fork(seed=seed, models=models)
-    for name in twin.table.channels:
-        eng.table[name][...] = twin.table[name]
-        eng.table.quality(name)[...] = twin.table.quality(name)
-    return eng
+    """A headless, unpaced engine continuing from the twin's current state and model parameters."""
+    return twin.fork(seed=seed, copy_state=True, realtime=False)
 
 
 def whatif(twin: Any, scenario: ScenarioSpec | str | list[dict[str, Any]], *, horizon: float | None = None, grid: dict[str, Any] | None = None,

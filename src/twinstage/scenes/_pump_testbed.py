@@ -47,11 +47,14 @@ SKAB_UNITS = {
 SKAB_PERIOD_S = 1.0  # SKAB samples at 1 Hz
 
 #: fidelity state on the pump: the live anomaly detector's score and alarm (``twinstage
-#: run --detect``; the viewer pulses the pump while ``anomalyAlarm`` is set), and one
+#: run --detect``; the viewer pulses the pump while ``anomalyAlarm`` is set), the drift
+#: monitor's verdict that the model needs recalibrating (``ResidualMonitor``), and one
 #: standard deviation per assimilated attribute (``twinstage run --assimilate``)
 ANOMALY_ATTRS = [
     ("anomalyScore", "float", 0.0, "1", 0.0, float("inf"), "Live anomaly score (windowed detector on the sensors; docs/fidelity.md)"),
     ("anomalyAlarm", "bool", False, "1", float("-inf"), float("inf"), "Anomaly alarm (with hysteresis) raised by the live detector"),
+    ("needsRecalibration", "bool", False, "1", float("-inf"), float("inf"),
+     "The drift monitor on model residuals says the calibrated model no longer matches the plant (docs/fidelity.md)"),
 ]
 
 #: pump twin attributes: name, unit, initial value, min, max, role, description

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..state import Quality
 from ._reasons import NONFINITE, SOURCE_BAD, SOURCE_UNCERTAIN, _Texts, describe
+from ._align_dense import dense
 from ._source import Samples
 
 HOLD, LINEAR, MEAN = 0, 1, 2
@@ -334,59 +335,7 @@ class FeedAlign:
             ur = _pick(grid, glast)[un]
             self.reason_id[ui[un]] = np.where(ur > 0, ur, SOURCE_UNCERTAIN)
 
-    def _dense(self, sl: slice, t: np.ndarray, v: np.ndarray, q: np.ndarray, rid: Any, target: float) -> bool:
-        """One good sample for each of a run of rows, none late or ahead of the target: contiguous
-        slices only (the replay case). Returns False, touching nothing, when the general path is needed."""
-        seen = self.t_seen[sl]
-        q_all = int(np.bitwise_or.reduce(q)) if len(q) else 0  # every flag present, in one pass
-        q_any = q_all != 0
-        t_lo, t_hi = float(t.min()), float(t.max())
-        fresh = t_lo > self._seen_hi  # newer than anything consumed: nothing late, no duplicates (the usual case)
-        if t_hi > target or (not fresh and (t < seen).any()) or (q_any and (q_all & _LATE or self.any_unknown_period)):
-            return False
-        self._seen_hi = max(self._seen_hi, t_hi)
-        if not fresh:
-            self.counts["duplicates"] += int(np.count_nonzero(t == seen))
-        if q_any:  # flagged samples among them (few): sparse fix-ups after whole-run writes, still no gathers of the run
-            seen[...] = t
-            bi = np.flatnonzero((q & _BAD) != 0) if q_all & _BAD else np.zeros(0, np.int64)
-            held, t_good, flags = self.held[sl], self.t_good[sl], self.flags[sl]
-            keep_v, keep_t = held[bi], t_good[bi]
-            held[...] = v
-            t_good[...] = t
-            held[bi], t_good[bi] = keep_v, keep_t  # a bad sample never replaces the held good value
-            if self._any_bad or self._any_uncertain:
-                held_unc = flags[bi] & _UNCERTAIN  # a bad sample leaves the held (uncertain) value's flag
-                flags &= ~np.uint8(_BAD | _UNCERTAIN)
-                flags[bi] |= held_unc
-            if len(bi):
-                self.counts["bad"] += len(bi)
-                flags[bi] |= _BAD
-                self._any_bad = True
-                self.reason_id[sl][bi] = SOURCE_BAD if rid is None else np.where(rid[bi] > 0, rid[bi], SOURCE_BAD)
-            ui = np.flatnonzero((q & (_UNCERTAIN | _BAD)) == _UNCERTAIN) if q_all & _UNCERTAIN else ()
-            if len(ui):
-                flags[ui] |= _UNCERTAIN
-                self._any_uncertain = True
-                self.reason_id[sl][ui] = SOURCE_UNCERTAIN if rid is None else np.where(rid[ui] > 0, rid[ui], SOURCE_UNCERTAIN)
-            self.counts["applied"] += len(v) - len(bi)
-            return True
-        if self.any_unknown_period:
-            prev = self.t_good[sl]
-            ok = np.isfinite(prev)
-            if ok.any():
-                ep = self.est_period[sl]
-                obs = t - prev
-                est = np.where(ok, np.where(ep > 0, 0.8 * ep + 0.2 * obs, obs), ep)
-                self.est_period[sl] = est
-                self._set_limit(sl, np.where(self.period[sl] > 0, self.period[sl], est) * self.stale_after[sl])
-        seen[...] = t
-        self.held[sl] = v
-        self.t_good[sl] = t
-        if self._any_bad or self._any_uncertain:
-            self.flags[sl] &= ~np.uint8(_BAD | _UNCERTAIN)
-        self.counts["applied"] += len(v)
-        return True
+    _dense = dense  # the replay fast path (its own module)
 
     def _finish(self, target: float) -> None:
         if self.any_linear:

@@ -22,16 +22,15 @@ key blocks per key block, so the hot path is a dict hit and a few numpy operatio
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
-import threading
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ._binding import Binding
+from ._live import LiveSource
 from ._payload import Parsed, PayloadError, Plan, Router, parse_payload
 from ._source import Inbox, Samples, TelemetryError
 
@@ -53,10 +52,10 @@ def _check_filter(key: str, where: str) -> None:
             raise TelemetryError(f"{where}: invalid topic filter {key!r} ('+' is a whole level, '#' only last)")
 
 
-class MqttSource:
+class MqttSource(LiveSource):
     """A live source fed by an MQTT broker (see the module docstring)."""
 
-    kind = "live"
+    reject_label = "rejected payload on topic"
 
     def __init__(
         self,
@@ -83,7 +82,7 @@ class MqttSource:
         self.batch_topics = tuple(batch_topics)
         self.qos, self.keepalive, self.max_payload = int(qos), int(keepalive), int(max_payload)
         self.client_id = client_id or f"twinstage-{next(_ids)}-{id(self):x}"
-        self.reconnect_min, self.reconnect_max = float(reconnect_min), float(reconnect_max)
+        self._init_live(("messages", "samples", "bad_samples", "unbound"), reconnect_min, reconnect_max)
         exact: dict[str, list[int]] = {}
         filters: dict[str, list[int]] = {}
         for i, b in enumerate(self.router.bindings):
@@ -94,36 +93,15 @@ class MqttSource:
         self._block_cache: dict[bytes, tuple] = {}
         self._plan_cache: dict[tuple[str, ...], tuple] = {}
         self._block_nk: dict[bytes, int] = {}  # cached key block → its number of keys
-        self.rejects: collections.deque[tuple[str, str]] = collections.deque(maxlen=100)
         self._client = None
-        self._inbox: Inbox | None = None
-        self._lock = threading.Lock()
-        self._connected = threading.Event()
-        self._stats = dict.fromkeys(
-            ("messages", "samples", "bad_samples", "rejected", "unbound", "reconnects", "connects", "disconnects", "lag_s"), 0.0
-        )
 
-    # -- Source protocol ----------------------------------------------------
-    def bind(self, table) -> None:
-        self.router.bind(table)
-
-    @property
-    def resolved(self):
-        """The resolved bindings (the engine reads each one's align/period/stale_after)."""
-        return self.router.resolved
-
+    # -- Source protocol (bind, resolved, feeds, poll: LiveSource) ----------
     def describe(self) -> str:
         """Provenance: where the data came from."""
         return f"mqtt://{self.host}:{self.port} ({len(self.router.bindings)} bindings, QoS {self.qos})"
 
-    def feeds(self):
-        return self.router.feeds()
-
     def start(self, inbox: Inbox) -> None:
-        if not self.router.bound:
-            raise TelemetryError(f"{self.name}: bind(table) before start(inbox)")
-        if self._client is not None:
-            raise TelemetryError(f"{self.name}: already started")
+        self._check_start(self._client is not None)
         import paho.mqtt.client as mqtt
 
         self._inbox = inbox
@@ -136,9 +114,6 @@ class MqttSource:
         self._client = c
         c.loop_start()
 
-    def poll(self, t0: float, t1: float) -> Iterable[Samples]:
-        return ()
-
     def close(self) -> None:
         c, self._client = self._client, None
         if c is not None:
@@ -148,16 +123,6 @@ class MqttSource:
                 c.loop_stop()
         self._connected.clear()
 
-    def stats(self) -> dict[str, float]:
-        with self._lock:
-            out = dict(self._stats)
-        out["connected"] = float(self._connected.is_set())
-        return out
-
-    def wait_connected(self, timeout: float = 10.0) -> bool:
-        """Block (not on the tick thread!) until subscribed; for scripts and tests."""
-        return self._connected.wait(timeout)
-
     # -- paho callbacks (network thread) ------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
@@ -166,15 +131,10 @@ class MqttSource:
         subs = [(t, self.qos) for t in [*self._exact, *self._filters, *self.batch_topics]]
         for i in range(0, len(subs), 1000):  # one SUBSCRIBE per 1000 filters
             client.subscribe(subs[i:i + 1000])
-        with self._lock:
-            self._stats["connects"] += 1
-            self._stats["reconnects"] = self._stats["connects"] - 1
-        self._connected.set()
+        self._on_connected()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        self._connected.clear()
-        with self._lock:
-            self._stats["disconnects"] += 1
+        self._on_lost()
         if self._client is not None:
             log.info("%s: disconnected (%s); reconnecting with back-off", self.name, reason_code)
 
@@ -220,12 +180,6 @@ class MqttSource:
             if n_t:
                 st["lag_s"] = arrival - float(p.ts[-1])
         return n
-
-    def _reject(self, topic: str, reason: str) -> None:
-        self.rejects.append((topic, reason))
-        with self._lock:
-            self._stats["rejected"] += 1
-        log.warning("%s: rejected payload on topic %s: %s", self.name, topic, reason)
 
     def _match(self, key: str) -> np.ndarray:
         hit = self._topic_cache.get(key)

@@ -22,16 +22,16 @@ node the server does not know is reported (``stats()["unknown_nodes"]`` and
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import logging
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ._binding import Binding
+from ._live import LiveSource
 from ._payload import Router
 from ._source import Inbox, Samples, TelemetryError
 
@@ -47,10 +47,10 @@ def _seconds(t) -> float | None:
     return (t - _EPOCH).total_seconds()
 
 
-class OpcUaSource:
+class OpcUaSource(LiveSource):
     """A live source subscribed to an OPC UA server (see the module docstring)."""
 
-    kind = "live"
+    reject_label = "node"
 
     def __init__(self, url: str, bindings: Sequence[Binding], *, name: str = "", period: float = 0.05, timeout: float = 4.0,
                  watchdog: float = 0.5, reconnect_min: float = 0.2, reconnect_max: float = 5.0):
@@ -68,47 +68,24 @@ class OpcUaSource:
             nodes.setdefault(key, []).append(i)
         self._nodes = {k: np.array(v, np.int64) for k, v in nodes.items()}
         self.period, self.timeout, self.watchdog = float(period), float(timeout), float(watchdog)
-        self.reconnect_min, self.reconnect_max = float(reconnect_min), float(reconnect_max)
-        self.rejects: collections.deque[tuple[str, str]] = collections.deque(maxlen=100)
+        self._init_live(("notifications", "samples", "bad_samples", "uncertain_samples", "unknown_nodes"), reconnect_min, reconnect_max)
         self.last_error = ""
-        self._inbox: Inbox | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._connected = threading.Event()
-        self._lock = threading.Lock()
-        self._stats = dict.fromkeys(("notifications", "samples", "bad_samples", "uncertain_samples", "rejected", "unknown_nodes",
-                                     "connects", "reconnects", "disconnects", "lag_s"), 0.0)
 
-    # -- Source protocol ----------------------------------------------------
-    def bind(self, table) -> None:
-        self.router.bind(table)
-
-    @property
-    def resolved(self):
-        """The resolved bindings (the engine reads each one's align/period/stale_after)."""
-        return self.router.resolved
-
+    # -- Source protocol (bind, resolved, feeds, poll: LiveSource) ----------
     def describe(self) -> str:
         """Provenance: where the data came from."""
         return f"{self.url} ({len(self.router.bindings)} bindings)"
 
-    def feeds(self):
-        return self.router.feeds()
-
     def start(self, inbox: Inbox) -> None:
-        if not self.router.bound:
-            raise TelemetryError(f"{self.name}: bind(table) before start(inbox)")
-        if self._thread is not None:
-            raise TelemetryError(f"{self.name}: already started")
+        self._check_start(self._thread is not None)
         self._inbox = inbox
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name=f"twinstage-{self.name}")
         self._thread.start()
         ready.wait(5)
-
-    def poll(self, t0: float, t1: float) -> Iterable[Samples]:
-        return ()
 
     def close(self) -> None:
         loop, stop, th = self._loop, self._stop, self._thread
@@ -121,16 +98,6 @@ class OpcUaSource:
             th.join(10)
         self._thread = None
         self._connected.clear()
-
-    def stats(self) -> dict[str, float]:
-        with self._lock:
-            out = dict(self._stats)
-        out["connected"] = float(self._connected.is_set())
-        return out
-
-    def wait_connected(self, timeout: float = 10.0) -> bool:
-        """Block (not on the tick thread!) until subscribed; for scripts and tests."""
-        return self._connected.wait(timeout)
 
     # -- the client loop (its own thread) -------------------------------------
     def _run(self, ready: threading.Event) -> None:
@@ -170,13 +137,9 @@ class OpcUaSource:
                 for key, r in zip(keys, res):
                     if isinstance(r, ua.StatusCode):
                         self._reject(key, f"cannot subscribe: {r.name}")
-                        with self._lock:
-                            self._stats["unknown_nodes"] += 1
+                        self._count("unknown_nodes")
                 subscribed = True
-                with self._lock:
-                    self._stats["connects"] += 1
-                    self._stats["reconnects"] = self._stats["connects"] - 1
-                self._connected.set()
+                self._on_connected()
                 delay = self.reconnect_min
                 stop_w, lost_w = asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(lost.wait())
                 await asyncio.wait({stop_w, lost_w}, return_when=asyncio.FIRST_COMPLETED)
@@ -186,10 +149,7 @@ class OpcUaSource:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.info("%s: %s; retrying in %.1fs", self.name, self.last_error, delay)
             finally:
-                self._connected.clear()
-                if subscribed:
-                    with self._lock:
-                        self._stats["disconnects"] += 1
+                self._on_lost(counted=subscribed)
                 try:
                     await asyncio.wait_for(client.disconnect(), 2.0)
                 except Exception:
@@ -245,9 +205,3 @@ class OpcUaSource:
             st["bad_samples"] += sum(int(np.count_nonzero(s.quality & 16)) for s in out)
             st["uncertain_samples"] += n if q == 1 else 0
             st["lag_s"] = arrival - t
-
-    def _reject(self, node: str, reason: str) -> None:
-        self.rejects.append((node, reason))
-        with self._lock:
-            self._stats["rejected"] += 1
-        log.warning("%s: node %s: %s", self.name, node, reason)

@@ -10,7 +10,12 @@ its specs in every layer and composition arc, strongest first). A spec's ``twin:
 attributes are read once per (layer, spec path) — a prototype referenced by 10k
 machines is read once — and, for layers backed by an unmodified file, remembered in
 an on-disk cache keyed by the SHA-256 of the file's bytes (see :mod:`._readcache`),
-so opening the same file again reads no values through the API at all.
+so opening the same file again reads no values through the API at all. On top of
+that, the whole description (assets and declarations) is cached per *stage*: keyed by
+the hashes of every layer the stage uses plus how it was opened (load rules,
+population mask, variant fallbacks), so a warm open skips the traversal too and only
+spot-checks a sample of prims against the stage (a stage with a non-empty session
+layer or an anonymous or edited layer is never served from it).
 
 Anything the fast path does not model — a value block, a value attribute with
 time samples but no default, a value type it does not know, a declaration that
@@ -20,6 +25,7 @@ result (or the :class:`~twinstage.usd.SchemaError`) is always the same.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import math
@@ -354,14 +360,12 @@ def _cached_description(stage: Usd.Stage, store: _readcache.Cache, key: str, sam
     if plain is None:
         return None
     try:
-        assets, decls, slow = _readcache.description_from_plain(plain, AssetDecl, declaration_maker)
+        assets, decls, slow = _readcache.description_from_plain(plain, AssetDecl)
     except Exception:  # noqa: BLE001 - malformed entry: a miss
         return None
     if not assets:
         return None
-    first = {}
-    for i, d in enumerate(decls):
-        first.setdefault(d.prim, i)
+    dp = plain["decl_prim"]  # sorted: an asset's declarations are decls[bisect_left(dp, i):bisect_right(dp, i)]
     step = max(1, len(assets) // sample)
     for i in sorted(set(range(0, len(assets), step)[:sample]) | {len(assets) - 1}):
         a = assets[i]
@@ -372,8 +376,7 @@ def _cached_description(stage: Usd.Stage, store: _readcache.Cache, key: str, sam
             want = _slow_prim(prim)
         except Exception:  # noqa: BLE001 - the stage now says something else: re-read it
             return None
-        j = first.get(a.path, len(decls))
-        if want[0] != a or tuple(want[1]) != tuple(decls[j : j + len(want[1])]) or (j + len(want[1]) < len(decls) and decls[j + len(want[1])].prim == a.path):
+        if want[0] != a or tuple(want[1]) != tuple(decls[bisect.bisect_left(dp, i) : bisect.bisect_right(dp, i)]):
             return None
     layers = plain.get("layers", 0)
     return TwinDescription(tuple(assets), tuple(decls), {"slow_prims": slow, "layers": layers, "cached_layers": layers, "description_cached": True})

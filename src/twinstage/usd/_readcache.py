@@ -28,6 +28,8 @@ from typing import Any
 
 from pxr import Sdf, Usd
 
+from ..state._table import make_declarations
+
 #: bump when the stored layout changes
 FORMAT = 1
 MAX_FILES = 64
@@ -202,7 +204,11 @@ def description_to_plain(assets: list, decls: list, slow: int, layers: int) -> d
     }
 
 
-def description_from_plain(plain: dict[str, Any], asset_cls: Any, maker: Any) -> tuple[list, list, int]:
+_TEMPLATE_TYPES = (str, str, str, float, float, str, str, str)  # name, type, unit, min, max, role, drives, description
+_TWIN_TYPES = ("float", "int", "bool", "vec3")
+
+
+def description_from_plain(plain: dict[str, Any], asset_cls: Any) -> tuple[list, list, int]:
     """Inverse of :func:`description_to_plain`; raises on a malformed entry."""
     paths = plain["paths"]
     kinds, ids, models = plain["fields"]
@@ -210,10 +216,28 @@ def description_from_plain(plain: dict[str, Any], asset_cls: Any, maker: Any) ->
         raise ValueError("malformed description")
     if not all(type(x) is str for col in (paths, kinds, ids, models) for x in col):
         raise ValueError("malformed description")
-    assets = [asset_cls(p, k, i, m) for p, k, i, m in zip(paths, kinds, ids, models)]
-    makers = [maker(*t) for t in plain["templates"]]
+    if "__slots__" in vars(asset_cls) or list(getattr(asset_cls, "__dataclass_fields__", ())) != ["path", "kind", "asset_id", "model"]:
+        assets = [asset_cls(p, k, i, m) for p, k, i, m in zip(paths, kinds, ids, models)]
+    else:  # a frozen dataclass's __init__ pays object.__setattr__ per field: set its __dict__ at once
+        new, set_ = object.__new__, object.__setattr__
+        assets = []
+        append = assets.append
+        for p, k, i, m in zip(paths, kinds, ids, models):
+            a = new(asset_cls)
+            set_(a, "__dict__", {"path": p, "kind": k, "asset_id": i, "model": m})
+            append(a)
+    templates = plain["templates"]
+    for t in templates:
+        if type(t) is not tuple or tuple(map(type, t)) != _TEMPLATE_TYPES or t[1] not in _TWIN_TYPES:
+            raise ValueError("malformed description")
     dp, dt, dv = plain["decl_prim"], plain["decl_template"], plain["decl_value"]
     if not (len(dp) == len(dt) == len(dv)):
         raise ValueError("malformed description")
-    decls = [makers[t](paths[p], v) for p, t, v in zip(dp, dt, dv)]
+    if not set(map(type, dv)) <= {float, int, bool, tuple} or not set(map(type, dp)) | set(map(type, dt)) <= {int}:
+        raise ValueError("malformed description")
+    if dp and (min(dp) < 0 or max(dp) >= len(paths) or min(dt) < 0 or max(dt) >= len(templates)):
+        raise ValueError("malformed description")
+    decls = make_declarations(templates, paths, dp, dt, dv)
+    if any(b < a for a, b in zip(dp, dp[1:])):  # declarations come per asset, in asset order
+        raise ValueError("malformed description")
     return assets, decls, int(plain["slow_prims"])

@@ -15,6 +15,9 @@ any USD tool plays the whole run (``Usd.Stage.Open(rec)``: the clips compose) an
 writes the open chunk (the new ticks only) and the small root, and drops the chunk
 from memory: it costs the data recorded since the last save, not the whole history,
 and memory stays bounded by one chunk. Unchunked, each save rewrites the whole file.
+Chunked periodic saves seal a chunk every ``chunk_ticks`` ticks and write it (then
+the root) from a background thread, so the tick thread goes on recording meanwhile;
+the next save and :meth:`Recorder.close` wait for that write first.
 
 Crash safety: every file is written to a temp file that is fsynced and renamed over
 its target, chunk before root, and ``endTimeCode`` is updated before each save, so
@@ -37,6 +40,7 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -199,6 +203,9 @@ class Recorder:
         self._chunk: Sdf.Layer | None = None
         self._chunk_first: float | None = None
         self._chunk_n = 0
+        self._job: threading.Thread | None = None  # the background write of a sealed chunk and the root
+        self._job_result: dict[str, Any] = {}
+        self._retry: tuple[Sdf.Layer, str, float] | None = None  # a chunk whose background write failed
         if self.chunked:
             self._write_manifest()
         # Write the layout (prims, channels, units, provenance) at once, so the file
@@ -266,10 +273,12 @@ class Recorder:
         self.last_tick = frame.tick
         if self.reproducible and self.chunked:  # chunk boundaries by tick count only: the same run, the same files
             due = self._chunk_n >= self.chunk_ticks
+        elif self.chunked:  # a full chunk is written in the background: seal it whatever the wall time
+            due = self._chunk_n >= self.chunk_ticks or time.monotonic() - self._last_save >= self.save_interval_s
         else:
             due = (self._chunk_n >= self.chunk_ticks and self._explicit_chunks) or time.monotonic() - self._last_save >= self.save_interval_s
         if due:
-            self.save()
+            self.save(background=True)
 
     @property
     def save_interval_s(self) -> float:
@@ -306,22 +315,59 @@ class Recorder:
         elif ps.HasInfo("clips"):
             ps.ClearInfo("clips")
 
-    def save(self) -> None:
-        """Write the open chunk (the ticks since the last save), then the root; seal the chunk."""
+    def save(self, *, background: bool = False) -> None:
+        """Write the open chunk (the ticks since the last save), then the root; seal the chunk.
+
+        ``background=True`` (chunked periodic saves) hands the sealed chunk and a snapshot
+        of the root to a writer thread (``Layer.Export`` releases the GIL, so the run goes
+        on while the bytes are written); the next save or :meth:`close` waits for it first.
+        """
         t0 = time.monotonic()
-        self._write_atomically()
+        if background and self.chunked:
+            self._write_atomically(background=True)
+        else:
+            self._write_atomically()
         self.saves += 1
         self._last_save = time.monotonic()
         # The ticks a kill can lose are those since the last save (save_interval_s at most).
         self.last_save_s = self._last_save - t0
 
-    def _write_atomically(self) -> None:
+    def _wait(self) -> None:
+        """Wait for the background write; a chunk it failed to write is written again now (raising if it fails)."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.join()
+            res, self._job_result = self._job_result, {}
+            if "error" in res:
+                self._retry = res["chunk"]
+            else:
+                self._sealed.append(res["chunk"][1:])
+        if self._retry is not None:
+            layer, name, first = self._retry
+            _export_atomically(layer, self.chunks_dir / name)
+            self._sealed.append((name, first))
+            self._retry = None
+
+    def _write_atomically(self, background: bool = False) -> None:
         """Chunk first, root second, each exported to a temp file, fsynced and renamed over its
         target: a failure leaves the previous root (naming only complete chunks) as it was, and
         the open chunk stays in memory for the next save to write again."""
+        self._wait()
         chunks = list(self._sealed)
         if self.chunked and self._chunk is not None and self._chunk_n:
             name = self._chunk_name(len(self._sealed))
+            if background:
+                chunk = (self._chunk, name, self._chunk_first)
+                self._update_root(chunks + [(name, self._chunk_first)])
+                # the root is edited only by saves (each waits for this job first) and on the first tick
+                root = self.layer
+                tmp = self.path.with_name(f"{_temp_prefix(self.path)}{secrets.token_hex(3)}{self.path.suffix}")
+                self._chunk = None
+                self._chunk_n = 0
+                self._job_result = res = {}
+                self._job = threading.Thread(target=self._write_in_background, args=(chunk, root, tmp, res), name="twinstage-recorder", daemon=True)
+                self._job.start()
+                return
             _export_atomically(self._chunk, self.chunks_dir / name)
             chunks.append((name, self._chunk_first))
         self._update_root(chunks)
@@ -331,6 +377,18 @@ class Recorder:
             self._sealed = chunks
             self._chunk = None
             self._chunk_n = 0
+
+    def _write_in_background(self, chunk: tuple[Sdf.Layer, str, float], root: Sdf.Layer, tmp: Path, res: dict[str, Any]) -> None:
+        res["chunk"] = chunk
+        try:
+            _export_atomically(chunk[0], self.chunks_dir / chunk[1])
+        except BaseException as exc:  # noqa: BLE001 - reported by the next save, which writes it again
+            res["error"] = exc
+            return
+        try:  # a failed root write loses nothing: the next save writes a root naming this chunk too
+            _export_atomically(root, self.path, tmp)
+        except BaseException:  # noqa: BLE001
+            pass
 
     def close(self) -> None:
         if getattr(self, "layer", None) is not None:

@@ -240,6 +240,8 @@ class Viewer:
         self.show_labels = True
         self.status_extra = ""
         self.notes: list[str] = []
+        self.forecast: Any = None  #: a what-if band shown above the timeline (show_forecast)
+        self.forecast_area: dict[str, float] | None = None  #: where it was last drawn (screen px, bottom-left origin)
         self._measures: dict[int, tuple[str, int, str]] = {}
         self._canvas = None
         self._renderer = None
@@ -597,6 +599,14 @@ class Viewer:
         if self._draw_error is not None:
             raise self._draw_error
 
+    def show_forecast(self, result: Any, key: str | None = None) -> None:
+        """Show a what-if band (a ``whatif()`` result and its ``Prim.attribute``, or a bridge ``forecast``
+        message) ghosted above the timeline; ``None`` hides it."""
+        from ._forecast import Forecast
+
+        self.forecast = None if result is None else Forecast.of(result, key)
+        self.forecast_area = None
+
     def screenshot(self, path: str | os.PathLike[str] | None = None, *, time: float | None = None) -> np.ndarray:
         """Render and return the image (H, W, 4 uint8); write it to ``path`` (PNG) when given.
 
@@ -813,6 +823,10 @@ class Viewer:
             sim = self.state.sim_time
             hud.timeline(frac, f"tick {pb.tick}  ({pb.index + 1}/{len(pb)})   t = {sim:.1f} s   x{pb.speed:g}   "
                                f"[space] play  [←/→] step  [home/end]", pb.playing, pb.markers(ov) if ov else None)
+        if self.forecast is not None:
+            from ._forecast import draw
+
+            self.forecast_area = draw(hud, self.forecast, w, h)
         lines = [ln for note in self.notes[:3] for ln in _wrap(note, max(20, int(w / 7.5)))]
         top = h / 2 if not self.geo or self.geo.parts or self.geo.prototypes else h / 2 + 9 * len(lines)
         if self.geo is not None and (self.geo.parts or self.geo.prototypes):
