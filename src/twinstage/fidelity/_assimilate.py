@@ -39,6 +39,7 @@ from twinstage.state import Quality
 
 from ._kalman import AssimilationStage
 from ._monitor import _is_temperature
+from ._residuals import measured_pairs
 
 log = logging.getLogger(__name__)
 _EST = np.uint8(Quality.ESTIMATED)
@@ -90,33 +91,24 @@ class Assimilator:
         table, stage = ctx.table, ctx.stage
         found: dict[tuple[str, str], list] = {}
         taken: dict[tuple[str, int], str] = {}
-        for name, ch in sorted(table.channels.items()):
-            for row in np.flatnonzero(ch.role == "measured").tolist():
-                path = table.prims[int(ch.prim_index[row])]
-                prim = stage.GetPrimAtPath(path)
-                rel = prim.GetRelationship("twin:measures") if prim else None
-                targets = rel.GetForwardedTargets() if rel else []
-                if not targets or not targets[0].IsPropertyPath():
-                    continue
-                tprim, tprop = str(targets[0].GetPrimPath()), targets[0].name
-                tname = tprop[5:] if tprop.startswith("twin:") else tprop
-                if self.attributes is not None and tname not in self.attributes:
-                    continue
-                try:
-                    trow = table.row(tprim, tname)
-                    tch = table.channels[tname]
-                    conv = converter(ch.unit, tch.unit, f"{path}.twin:{name}")
-                except Exception as exc:
-                    log.warning("assimilation: %s.%s vs %s.%s skipped: %s", path, name, tprim, tname, exc)
-                    continue
-                if tch.type != "float" or tch.role[trow] == "measured":
-                    continue
-                if (tname, trow) in taken:  # one filter per attribute: a second sensor on it is not fused (yet)
-                    log.warning("assimilation: %s.%s also measures %s.%s; only %s is assimilated", path, name, tprim, tname, taken[(tname, trow)])
-                    continue
-                taken[(tname, trow)] = path
-                off = float(conv(0.0))
-                found.setdefault((tname, name), []).append((trow, row, float(conv(1.0)) - off, off, tprim, path))
+        for name, ch, row, path, tprim, tname in measured_pairs(table, stage):
+            if self.attributes is not None and tname not in self.attributes:
+                continue
+            try:
+                trow = table.row(tprim, tname)
+                tch = table.channels[tname]
+                conv = converter(ch.unit, tch.unit, f"{path}.twin:{name}")
+            except Exception as exc:
+                log.warning("assimilation: %s.%s vs %s.%s skipped: %s", path, name, tprim, tname, exc)
+                continue
+            if tch.type != "float" or tch.role[trow] == "measured":
+                continue
+            if (tname, trow) in taken:  # one filter per attribute: a second sensor on it is not fused (yet)
+                log.warning("assimilation: %s.%s also measures %s.%s; only %s is assimilated", path, name, tprim, tname, taken[(tname, trow)])
+                continue
+            taken[(tname, trow)] = path
+            off = float(conv(0.0))
+            found.setdefault((tname, name), []).append((trow, row, float(conv(1.0)) - off, off, tprim, path))
         for (tname, sname), items in sorted(found.items()):
             tch = table.channels[tname]
             std_name = f"{tname}Std"

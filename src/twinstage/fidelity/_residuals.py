@@ -26,6 +26,21 @@ from twinstage.state import Quality
 
 from ._drift import DriftError, DriftMonitor
 
+
+def measured_pairs(table: Any, stage: Any):
+    """Yield ``(name, channel, row, sensor path, target prim, target attribute)`` for every measured
+    reading whose sensor prim has a ``twin:measures`` relationship to a (twin) attribute."""
+    for name, ch in sorted(table.channels.items()):
+        for row in np.flatnonzero(ch.role == "measured").tolist():
+            path = table.prims[int(ch.prim_index[row])]
+            prim = stage.GetPrimAtPath(path)
+            rel = prim.GetRelationship("twin:measures") if prim else None
+            targets = rel.GetForwardedTargets() if rel else []
+            if not targets or not targets[0].IsPropertyPath():
+                continue
+            tprop = targets[0].name
+            yield name, ch, row, path, str(targets[0].GetPrimPath()), tprop[5:] if tprop.startswith("twin:") else tprop
+
 log = logging.getLogger(__name__)
 _MISSING = int(Quality.BAD) | int(Quality.STALE)
 
@@ -52,26 +67,17 @@ class ResidualMonitor:
 
         self.ctx = ctx
         table, stage = ctx.table, ctx.stage
-        for name, ch in sorted(table.channels.items()):
-            for row in np.flatnonzero(ch.role == "measured").tolist():
-                path = table.prims[int(ch.prim_index[row])]
-                prim = stage.GetPrimAtPath(path)
-                rel = prim.GetRelationship("twin:measures") if prim else None
-                targets = rel.GetForwardedTargets() if rel else []
-                if not targets or not targets[0].IsPropertyPath():
-                    continue
-                tprim, tprop = str(targets[0].GetPrimPath()), targets[0].name
-                tname = tprop[5:] if tprop.startswith("twin:") else tprop
-                if tname not in table.channels or tprim not in table.prim_index:
-                    continue
-                try:
-                    trow = table.row(tprim, tname)
-                    conv = converter(table.channels[tname].unit, ch.unit)
-                except Exception as exc:  # unit mismatch or undeclared: skipped, said once
-                    log.warning("residual monitor: %s.%s vs %s.%s skipped: %s", path, name, tprim, tname, exc)
-                    continue
-                self.pairs.append({"sensor": path, "attribute": name, "row": row, "target": tprim,
-                                   "target_attribute": tname, "target_row": trow, "convert": conv, "unit": ch.unit})
+        for name, ch, row, path, tprim, tname in measured_pairs(table, stage):
+            if tname not in table.channels or tprim not in table.prim_index:
+                continue
+            try:
+                trow = table.row(tprim, tname)
+                conv = converter(table.channels[tname].unit, ch.unit)
+            except Exception as exc:  # unit mismatch or undeclared: skipped, said once
+                log.warning("residual monitor: %s.%s vs %s.%s skipped: %s", path, name, tprim, tname, exc)
+                continue
+            self.pairs.append({"sensor": path, "attribute": name, "row": row, "target": tprim,
+                               "target_attribute": tname, "target_row": trow, "convert": conv, "unit": ch.unit})
         self.names = [f"{p['sensor']}.{p['attribute']}" for p in self.pairs]
         self._ring = np.full((self.window, len(self.pairs)), np.nan)
         self._i = 0
