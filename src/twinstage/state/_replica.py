@@ -172,7 +172,10 @@ class Replica:
         out = {}
         for k, lst in self._dirty.items():
             if lst:
-                out[k] = np.unique(np.concatenate(lst)) if len(lst) > 1 else np.unique(lst[0])
+                a = np.concatenate(lst) if len(lst) > 1 else lst[0]
+                # a Frame's rows are already sorted and unique: one comparison pass instead of
+                # np.unique (1.4 of the viewer's 4.3 ms update at 10k assets)
+                out[k] = a if len(lst) == 1 and (len(a) < 2 or bool((a[1:] > a[:-1]).all())) else np.unique(a)
                 self._dirty[k] = []
         return out
 
