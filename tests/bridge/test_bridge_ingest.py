@@ -61,8 +61,6 @@ def test_the_source_converts_units_and_rejects_bad_batches_whole(pump_scene):
 def test_ingest_over_the_websocket_feeds_the_twin(bridge):
     src = _source()
     b = bridge(tokens=[INGEST, OPERATOR], ingest=src, max_message_bytes=4 << 20)
-    if not hasattr(b.twin, "add_source"):
-        pytest.skip("twin.add_source is not there yet")
     b.twin.add_source(src)
 
     async def go():
