@@ -106,11 +106,4 @@ class TwinControl:
 
     def on_tick(self) -> bool:
         """Tick thread, end of a tick: apply a requested pause; True if this tick is the last."""
-        if not self._pause_requested:
-            return False
-        with self._lock:
-            if not self._pause_requested:
-                return False
-            self._pause_requested = False
-        self.twin.pause()
-        return True
+        return self._pause_requested and self.pause_now()  # unlocked read first: the common case is no pause

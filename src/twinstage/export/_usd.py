@@ -27,7 +27,7 @@ from pxr import Sdf, Usd, UsdGeom, UsdUtils
 
 from .._version import __version__
 from ..usd import register, twin_prims
-from ._assets import localize_assets, split_heavy
+from ._assets import _attr_specs, localize_assets, split_heavy
 from ._common import ExportError, atomic_output, is_recording, open_source, up_axis_note
 from ._fixups import fix_flat_layer
 
@@ -256,14 +256,6 @@ def _scale_root(flat: Sdf.Layer, root: Sdf.PrimSpec, mpu: float) -> None:
     if order is None:
         order = Sdf.AttributeSpec(root, "xformOpOrder", Sdf.ValueTypeNames.TokenArray, variability=Sdf.VariabilityUniform)
     order.default = [name] + [o for o in ops if o != name]
-
-
-def _attr_specs(layer: Sdf.Layer):
-    stack = list(layer.rootPrims)
-    while stack:
-        ps = stack.pop()
-        stack.extend(ps.nameChildren)
-        yield from ps.attributes
 
 
 def _has_time_samples(layer: Sdf.Layer) -> bool:

@@ -237,23 +237,21 @@ class Feeds:
 
     def freshness(self) -> dict[str, np.ndarray]:
         """Age in seconds of the last good sample per row of every fed channel (NaN: not fed; inf: none yet)."""
-        out: dict[str, np.ndarray] = {}
-        for al in self.aligners.values():
-            fa = al.feed
-            for ch, sl in fa.slices.items():
-                a = out.setdefault(ch, np.full(len(self.table.channels[ch]), np.nan))
-                a[fa.rows_of[ch]] = fa.age[sl]
-        return out
+        return self._per_row("age")
 
     def sample_times(self) -> dict[str, np.ndarray]:
         """Sim time of the newest sample consumed, good or bad, per row of every fed channel
         (NaN: not fed; -inf: none yet): a value that grew since the last tick is a new sample."""
+        return self._per_row("t_seen")
+
+    def _per_row(self, field: str) -> dict[str, np.ndarray]:
+        """One per-sample array of every source's feed, scattered onto the channels' rows (NaN: not fed)."""
         out: dict[str, np.ndarray] = {}
         for al in self.aligners.values():
             fa = al.feed
             for ch, sl in fa.slices.items():
                 a = out.setdefault(ch, np.full(len(self.table.channels[ch]), np.nan))
-                a[fa.rows_of[ch]] = fa.t_seen[sl]
+                a[fa.rows_of[ch]] = getattr(fa, field)[sl]
         return out
 
     def stats(self) -> dict[str, Any]:
