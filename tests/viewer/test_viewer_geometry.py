@@ -195,7 +195,8 @@ def test_usd_wg_materials_and_subsets_give_colours(usd_wg):
 def test_drives_follow_usd_xform_semantics():
     """A channel that drives xformOp:translate moves the prim exactly as USD composes its ops."""
     from twinstage.state import Declaration, StateTable
-    from twinstage.viewer._state import Drives, TwinState
+    from twinstage.viewer._drives import Drives
+    from twinstage.viewer._state import TwinState
 
     stage = Usd.Stage.CreateInMemory()
     parent = UsdGeom.Xform.Define(stage, "/P")

@@ -11,7 +11,8 @@ import pytest
 
 from twinstage.state import Declaration, Quality, StateTable
 from twinstage.viewer import _colormap as cm
-from twinstage.viewer._state import AlarmLimits, Overlays, TwinState
+from twinstage.viewer._overlays import AlarmLimits, Overlays
+from twinstage.viewer._state import TwinState
 
 
 class FakeGpu:
@@ -131,7 +132,7 @@ def test_auto_range_uses_limits_or_data_and_widens_to_keep_new_values_visible():
 def test_usd_authored_alarm_thresholds(tmp_path):
     from _scenes import boxes
 
-    from twinstage.viewer._viewer import state_from_stage
+    from twinstage.viewer._state import state_from_stage
 
     stage = boxes(values=(10.0, 50.0, 90.0))
     stage.GetPrimAtPath("/World/Box2").CreateAttribute("twin:temperature:alarmHigh", __import__("pxr").Sdf.ValueTypeNames.Double).Set(85.0)

@@ -24,7 +24,8 @@ An :class:`Engine` has no live layer, no writers and no USD change listener:
 creating and ticking one is cheap (calibration and sweeps run thousands; use
 :meth:`Engine.fork` to skip re-reading the stage). :class:`~twinstage.Twin` is an
 engine plus the USD writers and the pxr-edit listener. Sinks get a
-:class:`SinkContext`, not the engine.
+:class:`SinkContext`, not the engine. Binding the models is ``_binding``'s, the limit
+check and the words for a flag ``_quality``'s, the sources ``_feeds``'.
 """
 
 from __future__ import annotations
@@ -33,23 +34,22 @@ import collections
 import logging
 import threading
 import time
-import zlib
 from typing import Any, Callable, Iterable
 
 import numpy as np
 from pxr import Usd
 
-from ..models import Model, ModelError, builtin_models
+from ..models import Model
 from ..state import Frame, Quality, StateError, StateTable
 from ..units import converter, split_quantity
+from ._binding import bind_models
 from ._clock import Clock
 from ._context import Sink, SinkContext, _CallbackSink
 from ._feeds import Feeds
 from ._provenance import provenance, read_scene
+from ._quality import flag_limits, limited_channels, quality_reason
 
 log = logging.getLogger("twinstage")
-_OUT_OF_RANGE = np.uint8(Quality.OUT_OF_RANGE)
-_NOT_OUT_OF_RANGE = ~_OUT_OF_RANGE
 
 
 class Engine:
@@ -73,28 +73,9 @@ class Engine:
         self._scene = _scene or read_scene(stage, self.source)
         prim_paths, self.assets, decls = self._scene
         self.table = StateTable(prim_paths, decls)
-        self._limited = [n for n, ch in self.table.channels.items() if ch.type in ("float", "int") and (np.isfinite(ch.lo).any() or np.isfinite(ch.hi).any())]
+        self._limited = limited_channels(self.table)
         self._given_models = list(models)
-        self.models: dict[str, Model] = {}
-        given = {m.name: m for m in self._given_models}
-        known = builtin_models()
-        by_model: dict[str, list[int]] = {}
-        for i, path in enumerate(self.table.prims):
-            m = self.assets[path].model
-            if m:
-                by_model.setdefault(m, []).append(i)
-        for name in sorted(by_model):
-            if name in given:
-                model = given[name]
-            elif name in known:
-                model = known[name]()
-            else:
-                first = self.table.prims[by_model[name][0]]
-                raise ModelError(f"{first}: twin:model {name!r} is not a known model (built-in: {', '.join(sorted(known))}; pass your own with models=[...])")
-            model.bind(self.table, np.array(by_model[name], dtype=np.int32), stage)
-            self.models[name] = model
-        self._model_order = sorted(self.models.values(), key=lambda m: (getattr(m, "order", 0), m.name))
-        self._rngs = {m.name: np.random.default_rng([self.seed, zlib.crc32(m.name.encode())]) for m in self._model_order}
+        self.models, self._model_order, self._rngs = bind_models(self.table, self.assets, stage, self._given_models, self.seed)
         self.feeds = Feeds(self.table)
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, int], Any] = {}
@@ -111,7 +92,7 @@ class Engine:
         """A headless engine on the same scene without re-reading the stage (sweeps, fits); ``copy_state=True``
         continues from this engine's state, parameters and random streams (``runtime._fork``)."""
         from ._fork import fork_engine
-        return fork_engine(self, seed=seed, models=models, copy_state=copy_state, **kwargs)
+        return fork_engine(self, Engine, seed=seed, models=models, copy_state=copy_state, **kwargs)
 
     # -- state access -----------------------------------------------------------
     @property
@@ -172,20 +153,7 @@ class Engine:
 
     def quality_reason(self, path: str, name: str) -> str:
         """Why ``path``'s ``twin:<name>`` is flagged, in words ('good' when it is not)."""
-        row = self.table.row(path, name)
-        q = int(self.table.quality(name)[row])
-        parts = []
-        hit = self.feeds.lookup(name, row) if self.feeds else None
-        if hit is not None:
-            text = hit[0].reason(hit[1])
-            if text:
-                parts.append(text)
-        elif q & Quality.BAD:
-            parts.append("bad: a model produced a non-finite value; holding the previous value")
-        if q & Quality.OUT_OF_RANGE:
-            ch = self.table.channels[name]
-            parts.append(f"out of range: {self.table[name][row]:g} outside [{ch.lo[row]:g}, {ch.hi[row]:g}] {ch.unit}")
-        return "; ".join(parts) if parts else "good"
+        return quality_reason(self.table, self.feeds, path, name)
 
     def freshness(self, path: str | None = None, name: str | None = None) -> Any:
         """Age (s) of the last good sample of a fed attribute (inf: none yet; NaN: not fed), or
@@ -338,16 +306,7 @@ class Engine:
         table = self.table
         for name in table.sanitize():
             self._error(f"tick {self.clock.tick + 1}: non-finite values in twin:{name}; kept the previous values, flagged BAD")
-        for name in self._limited:
-            # OUT_OF_RANGE mirrors the limits, other flags stay: clear the bit, then set it
-            # where out of range (in-place passes; masked updates cost ~3x at 100k rows)
-            ch = table.channels[name]
-            vals = table[name]
-            q = table.quality(name)
-            out = vals < ch.lo
-            out |= vals > ch.hi
-            q &= _NOT_OUT_OF_RANGE
-            q |= out.view(np.uint8) * _OUT_OF_RANGE
+        flag_limits(table, self._limited)  # OUT_OF_RANGE mirrors the limits, other flags stay
         if self.feeds:
             self.feeds.flag()
 

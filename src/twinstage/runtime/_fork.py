@@ -27,15 +27,14 @@ def _copy_models(engine: Any) -> list[Any]:
     return out
 
 
-def fork_engine(engine: Any, *, seed: int | None = None, models: Iterable[Any] | None = None, copy_state: bool = False,
-                **kwargs: Any) -> Any:
-    from ._engine import Engine
-
+def fork_engine(engine: Any, engine_cls: type, *, seed: int | None = None, models: Iterable[Any] | None = None,
+                copy_state: bool = False, **kwargs: Any) -> Any:
+    """A new ``engine_cls`` (the headless :class:`~._engine.Engine`) on ``engine``'s scene (see :meth:`Engine.fork`)."""
     if models is None and copy_state:
         models = _copy_models(engine)
     kw = {"rate": engine.clock.rate, "realtime": engine.clock.realtime, "speed": engine.clock.speed,
           "seed": engine.seed if seed is None else seed, "models": () if models is None else models, "source": engine.source, **kwargs}
-    fork = Engine(engine.stage, _scene=engine._scene, **kw)
+    fork = engine_cls(engine.stage, _scene=engine._scene, **kw)
     if copy_state:
         _copy_state(engine, fork, same_seed=seed is None or seed == engine.seed)
     return fork
@@ -63,8 +62,8 @@ def engine_of(obj: Any) -> Any:
     """The engine behind a :class:`SinkContext` (what a sink's ``start`` gets), or ``obj`` itself when it
     is one; None otherwise. For sinks that fork the running twin (the bridge's ``whatif``)."""
     from ._context import SinkContext
-    from ._engine import Engine
 
     if isinstance(obj, SinkContext):
         return obj._engine
-    return obj if isinstance(obj, Engine) else None
+    ctx = getattr(obj, "context", None)  # an engine (or Twin) holds the context made for it
+    return obj if isinstance(ctx, SinkContext) and ctx._engine is obj else None

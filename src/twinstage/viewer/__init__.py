@@ -21,10 +21,10 @@ from twinstage._lazy import lazy_names
 
 _LAZY = {
     "Viewer": ("twinstage.viewer._viewer", "Viewer"),
-    "Playback": ("twinstage.viewer._viewer", "Playback"),
-    "run_twin_in_thread": ("twinstage.viewer._viewer", "run_twin_in_thread"),
+    "Playback": ("twinstage.viewer._playback", "Playback"),
+    "run_twin_in_thread": ("twinstage.viewer._cli", "run_twin_in_thread"),
     "TwinState": ("twinstage.viewer._state", "TwinState"),
-    "AlarmLimits": ("twinstage.viewer._state", "AlarmLimits"),
+    "AlarmLimits": ("twinstage.viewer._overlays", "AlarmLimits"),
     "RenderQuality": ("twinstage.viewer._env", "RenderQuality"),
     "ViewerUnavailable": ("twinstage.viewer._env", "ViewerUnavailable"),
     "display_available": ("twinstage.viewer._env", "display_available"),

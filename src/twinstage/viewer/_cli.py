@@ -1,4 +1,5 @@
-"""``twinstage view``: the viewer from the command line (the CLI module only wires this in)."""
+"""``twinstage view``: the viewer from the command line (the CLI module only wires this in), and running a
+twin beside a window: :func:`run_twin_in_thread` ticks it on a background thread while the GUI owns the main one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +182,6 @@ def _run(args: argparse.Namespace) -> int:
         stop = threading.Event()
         thread = None
         if twin is not None:
-            from ._viewer import run_twin_in_thread
-
             thread = run_twin_in_thread(twin, stop=stop)
         try:
             viewer.show()
@@ -195,6 +195,26 @@ def _run(args: argparse.Namespace) -> int:
             twin.stop()
             twin.close()
         viewer.close()
+
+
+def run_twin_in_thread(twin: Any, *, stop: threading.Event, ticks: int | None = None,
+                       script: Callable[[Any], None] | None = None) -> threading.Thread:
+    """Tick a twin on a background thread (the GUI owns the main thread) until ``stop`` or ``ticks``."""
+
+    def loop() -> None:
+        n = 0
+        try:
+            while not stop.is_set() and (ticks is None or n < ticks):
+                if script is not None:
+                    script(twin)
+                twin.run(ticks=1)
+                n += 1
+        except Exception:
+            log.exception("viewer: the twin thread stopped")
+
+    th = threading.Thread(target=loop, name="twinstage-twin", daemon=True)
+    th.start()
+    return th
 
 
 def _tick_index(pb: Any, tick: int) -> int:

@@ -1,4 +1,5 @@
-"""Colormaps as small sRGB control-point tables (no matplotlib needed) and unit labels."""
+"""Colormaps as small sRGB control-point tables (no matplotlib needed), unit labels and value formatting,
+and the text colours of the HUD's panels."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ _TABLES: dict[str, list[tuple[float, float, float]]] = {
 }
 
 COLORMAPS = tuple(sorted(_TABLES))
+
+# text colours of the HUD's status line, panels and alarm list (sRGB RGBA)
+TEXT = (1.0, 1.0, 1.0, 1.0)
+DIM = (0.72, 0.75, 0.80, 1.0)
+RED = (1.0, 0.45, 0.40, 1.0)
+AMBER = (1.0, 0.75, 0.30, 1.0)
+GREY = (0.62, 0.62, 0.66, 1.0)
+CYAN = (0.45, 0.85, 1.0, 1.0)
 
 
 def colormap(name: str, n: int = 256) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Camera framing: where to put a perspective camera so a box is fully in view (numpy only)."""
+"""Camera framing: where to put a perspective camera so a box is fully in view, or to look through the
+stage's own camera (numpy; the pygfx camera and GPU scene are passed in, nothing here imports pygfx)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,51 @@ def scene_camera(stage, time: float | None = None) -> tuple[np.ndarray, np.ndarr
             return None
         return pos, direction / n, up, tan_h, tan_v
     return None
+
+
+def frame_camera(camera, gpu, size: tuple[float, float], *, view_dir=None, stage=None, time: float | None = None,
+                 use_stage_camera: bool = True, reserve_right_px: float = 0.0, margin: float = 0.06) -> bool:
+    """Point ``camera`` (pygfx perspective) at a :class:`~._gpu.GpuScene`: through the stage's camera when it has
+    one (``use_stage_camera`` and no ``view_dir``), else fitting the scene's bounds (:func:`fit_bounds`) seen
+    along ``view_dir`` or a default direction for its up axis. False when the scene has no bounds (the camera
+    then looks at the origin)."""
+    wb = gpu.world_bounds()
+    up = np.array(gpu.up, dtype=float)
+    if view_dir is not None:
+        vd = np.asarray(view_dir, dtype=float)
+    elif gpu.up[2] == 1.0:  # Z up: from the front (-Y), left and above
+        vd = np.array([0.35, 1.0, -0.75])
+    else:  # Y up: from +Z (front), right and above
+        vd = np.array([-0.45, -0.7, -1.0])
+    if wb is None:
+        camera.show_object((0.0, 0.0, 0.0, 1.0), view_dir=tuple(vd), up=tuple(up), scale=0.9)
+        return False
+    w, h = (float(x) for x in size)
+    if view_dir is None and use_stage_camera and look_through_stage_camera(camera, gpu, stage, time, (w, h)):
+        return True
+    pos, target = fit_bounds(wb, vd, up, fov_deg=float(camera.fov), size=(w, h), margin=margin, reserve_right_px=reserve_right_px)
+    camera.local.position = tuple(pos)
+    camera.show_pos(tuple(target), up=tuple(up))
+    return True
+
+
+def look_through_stage_camera(camera, gpu, stage, time: float | None, size: tuple[float, float]) -> bool:
+    """Look through the stage's first camera, as usdview does (False when it has none or it is unusable)."""
+    cam = scene_camera(stage, time)
+    if cam is None:
+        return False
+    pos, direction, up, tan_h, tan_v = cam
+    fov = fov_showing(tan_h, tan_v, *(float(x) for x in size))
+    pos = pos - gpu.origin
+    wb = gpu.world_bounds()
+    centre = (wb[0] + wb[1]) / 2 if wb is not None else pos + direction
+    dist = float(np.dot(centre - pos, direction))
+    if not dist > 0:
+        dist = float(np.linalg.norm(wb[1] - wb[0])) if wb is not None else 1.0
+    camera.fov = fov
+    camera.local.position = tuple(pos)
+    camera.show_pos(tuple(pos + direction * dist), up=tuple(up))
+    return True
+
+
+__all__ = ["fit_bounds", "fov_showing", "frame_camera", "look_through_stage_camera", "scene_camera", "view_tangents"]

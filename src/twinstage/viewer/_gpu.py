@@ -1,6 +1,7 @@
-"""The GPU side: our pygfx material/shader and the buffers a Frame updates in place.
+"""The GPU side of a scene: its batches and the shared buffers a Frame updates in place.
 
-Imports pygfx and wgpu: only the viewer's lazy entry points import this module.
+Imports pygfx: only the viewer's lazy entry points import this module. The material and
+shader are in :mod:`._shader`; ray picking in :mod:`._pick`.
 
 Layout (see ``shaders/twin_mesh.wgsl``):
 
@@ -17,122 +18,12 @@ chunks marked with ``update_indices``.
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import numpy as np
 import pygfx as gfx
-import wgpu
-from pygfx.renderers.wgpu import BaseShader, Binding, load_wgsl, register_wgpu_render_function
 
 from ..geometry import MeshData, SceneGeometry, linear_to_srgb, merge
-
-SHADER_DIR = Path(__file__).with_name("shaders")
-
-
-@functools.lru_cache(maxsize=None)
-def shader_source(name: str) -> str:
-    """A WGSL file shipped in ``twinstage/viewer/shaders``."""
-    return (SHADER_DIR / name).read_text(encoding="utf-8")
-
-
-class TwinMaterial(gfx.Material):
-    """Lighting + overlay effects of twin geometry (the WGSL lives in ``shaders/``)."""
-
-    uniform_type = dict(
-        gfx.Material.uniform_type,
-        warn_color="4xf4",
-        alarm_color="4xf4",
-        select_color="4xf4",
-        up="4xf4",
-        sky="3xf4",
-        time="f4",
-        ground="3xf4",
-        pulse_hz="f4",
-        key="f4",
-        lighting="f4",
-        hatch_px="f4",
-        outline_px="f4",
-        node_offset="i4",
-    )
-
-    def __init__(self, *, node_offset: int = 0, up=(0.0, 0.0, 1.0), lighting: bool = True, blend: bool = False, **kwargs):
-        super().__init__(alpha_mode="blend" if blend else "solid", **kwargs)
-        u = self.uniform_buffer.data
-        u["warn_color"] = (1.0, 0.55, 0.0, 1.0)
-        u["alarm_color"] = (1.0, 0.03, 0.02, 1.0)
-        u["select_color"] = (0.0, 0.85, 1.0, 1.0)
-        u["up"] = (*up, 0.0)
-        u["sky"] = (0.50, 0.52, 0.56)
-        u["ground"] = (0.22, 0.21, 0.20)
-        u["key"] = 0.50
-        u["pulse_hz"] = 1.5
-        u["hatch_px"] = 8.0
-        u["outline_px"] = 3.0
-        u["lighting"] = 1.0 if lighting else 0.0
-        u["time"] = 0.0
-        u["node_offset"] = int(node_offset)
-        self.uniform_buffer.update_full()
-
-    def set(self, **values) -> None:
-        u = self.uniform_buffer.data
-        for k, v in values.items():
-            u[k] = v
-        self.uniform_buffer.update_full()
-
-
-class TwinMesh(gfx.WorldObject):
-    """A batch of twin geometry: merged (per-vertex node) or instanced (per-instance node)."""
-
-    def __init__(self, geometry: gfx.Geometry, material: TwinMaterial, *, objects: gfx.Buffer, nodes: gfx.Buffer,
-                 instances: int = 0, outline: bool = False, cull: bool = False):
-        super().__init__(geometry, material)
-        self.cull = bool(cull)  # back faces culled (single-sided USD geometry: doubleSided = false)
-        self.objects_buffer = objects
-        self.nodes_buffer = nodes
-        self.instances = int(instances)  # 0 = merged batch
-        self.outline = bool(outline)  # the hull pass drawn around alarmed and selected assets
-
-
-@register_wgpu_render_function(TwinMesh, TwinMaterial)
-class TwinShader(BaseShader):
-    type = "render"
-
-    def __init__(self, wobject):
-        super().__init__(wobject)
-        self["instanced"] = wobject.instances > 0
-        self["outline"] = wobject.outline
-
-    def get_bindings(self, wobject, shared, scene):
-        g = wobject.geometry
-        ro = "buffer/read_only_storage"
-        bindings = [
-            Binding("u_stdinfo", "buffer/uniform", shared.uniform_buffer),
-            Binding("u_wobject", "buffer/uniform", wobject.uniform_buffer),
-            Binding("u_material", "buffer/uniform", wobject.material.uniform_buffer),
-            Binding("s_indices", ro, g.indices, "VERTEX"),
-            Binding("s_positions", ro, g.positions, "VERTEX"),
-            Binding("s_normals", ro, g.normals, "VERTEX"),
-            Binding("s_colors", ro, g.rgba8, "VERTEX"),
-            Binding("s_nodes", ro, wobject.nodes_buffer, "VERTEX"),
-            Binding("s_objects", ro, wobject.objects_buffer, "VERTEX"),
-        ]
-        if not self["instanced"]:
-            bindings.append(Binding("s_node", ro, g.node, "VERTEX"))
-        bindings = dict(enumerate(bindings))
-        self.define_bindings(0, bindings)
-        return {0: bindings}
-
-    def get_pipeline_info(self, wobject, shared):
-        cull = wgpu.CullMode.back if wobject.cull and not wobject.outline else wgpu.CullMode.none
-        return {"primitive_topology": wgpu.PrimitiveTopology.triangle_list, "cull_mode": cull}
-
-    def get_render_info(self, wobject, shared):
-        n = wobject.geometry.indices.nitems * 3
-        return {"indices": (n, max(1, wobject.instances))}
-
-    def get_code(self):
-        return shader_source("twin_mesh.wgsl").replace("//@twin_fx@", shader_source("twin_fx.wgsl"))
+from ._pick import first_hit, ray_meshes
+from ._shader import TwinMaterial, TwinMesh, mesh_geometry
 
 
 def _tile(mesh: MeshData, n: int) -> MeshData:
@@ -142,28 +33,6 @@ def _tile(mesh: MeshData, n: int) -> MeshData:
     alpha = None if mesh.alpha is None else np.tile(mesh.alpha, n)
     return MeshData(np.tile(mesh.positions, (n, 1)), np.tile(mesh.normals, (n, 1)), np.tile(mesh.colors, (n, 1)), tris, alpha,
                     mesh.double_sided, mesh.pbr)
-
-
-def pack_colors(linear_rgb: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
-    """Linear RGB floats (+ opacity) → sRGB-encoded RGBA8 packed in uint32 (decoded in the shader)."""
-    srgb = linear_to_srgb(linear_rgb)
-    b = np.empty((len(srgb), 4), np.uint8)
-    b[:, :3] = np.round(srgb * 255.0).astype(np.uint8)
-    b[:, 3] = 255 if alpha is None else np.round(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return b.view(np.uint32).reshape(-1)
-
-
-def _geometry(mesh: MeshData, origin_shift: np.ndarray | None = None, node: np.ndarray | None = None) -> gfx.Geometry:
-    pos = mesh.positions if origin_shift is None else mesh.positions - origin_shift
-    kw = dict(
-        indices=np.ascontiguousarray(mesh.triangles, dtype=np.int32),
-        positions=np.ascontiguousarray(pos, dtype=np.float32),
-        normals=np.ascontiguousarray(mesh.normals, dtype=np.float32),
-        rgba8=pack_colors(mesh.colors, mesh.alpha),
-    )
-    if node is not None:
-        kw["node"] = np.ascontiguousarray(node, dtype=np.int32)
-    return gfx.Geometry(**kw)
 
 
 class GpuScene:
@@ -264,7 +133,7 @@ class GpuScene:
                 self._add_merged(chunk, lighting, cull=not two_sided, blend=blend)
         for proto, start, n in instanced:  # GPU instancing for prototypes too big to expand
             mat = TwinMaterial(node_offset=start, up=self.up, lighting=lighting, blend=proto.mesh.translucent)
-            ob = TwinMesh(_geometry(proto.mesh), mat, objects=self.objects, nodes=self.nodes, instances=n,
+            ob = TwinMesh(mesh_geometry(proto.mesh), mat, objects=self.objects, nodes=self.nodes, instances=n,
                           cull=not proto.mesh.double_sided and not bool(mirrored[proto.objects].any()))
             self._add(ob, mat)
 
@@ -282,7 +151,7 @@ class GpuScene:
         node = np.concatenate([np.full(m.n_vertices, node, np.int32) if np.isscalar(node) else np.asarray(node, np.int32)
                                for m, node in chunk])
         mat = TwinMaterial(node_offset=0, up=self.up, lighting=lighting, blend=blend)
-        ob = TwinMesh(_geometry(mesh, node=node), mat, objects=self.objects, nodes=self.nodes, instances=0, cull=cull)
+        ob = TwinMesh(mesh_geometry(mesh, node=node), mat, objects=self.objects, nodes=self.nodes, instances=0, cull=cull)
         self._add(ob, mat)
 
     # -- node matrices ------------------------------------------------------------
@@ -347,6 +216,13 @@ class GpuScene:
                 d[objs, 1, k] = v
         self.objects.update_indices(np.asarray(objs) * 2 + 1)
 
+    def set_selected(self, old: int | None, new: int | None) -> None:
+        """Move the selection flag from object ``old`` to ``new`` (either may be None)."""
+        if old is not None:
+            self.set_state(np.array([old]), selected=0.0)
+        if new is not None:
+            self.set_state(np.array([new]), selected=1.0)
+
     def state(self) -> np.ndarray:
         return self.objects.data.reshape(-1, 2, 4)[: self.n_objects, 1]
 
@@ -374,7 +250,7 @@ class GpuScene:
                 count += mesh.n_vertices
         if not meshes:
             return
-        self._outline = TwinMesh(_geometry(merge(meshes), node=np.concatenate(nodes)), self._outline_material,
+        self._outline = TwinMesh(mesh_geometry(merge(meshes), node=np.concatenate(nodes)), self._outline_material,
                                  objects=self.objects, nodes=self.nodes, outline=True)
         self.group.add(self._outline)
 
@@ -418,28 +294,7 @@ class GpuScene:
 
         Ray vs object boxes first, then ray vs the triangles of the nearest few candidates.
         """
-        b = self.object_bounds()
-        ok = np.isfinite(b[:, 0, 0])
-        if not ok.any():
-            return None
-        d = np.where(np.abs(direction) < 1e-12, 1e-12, direction)
-        t1 = (b[:, 0] - origin) / d
-        t2 = (b[:, 1] - origin) / d
-        tmin = np.nanmax(np.minimum(t1, t2), axis=1)
-        tmax = np.nanmin(np.maximum(t1, t2), axis=1)
-        hit = ok & (tmax >= np.maximum(tmin, 0.0))
-        cands = np.flatnonzero(hit)
-        if not len(cands):
-            return None
-        cands = cands[np.argsort(np.maximum(tmin[cands], 0.0))][:24]
-        best = None
-        for o in cands.tolist():
-            if best is not None and tmin[o] > best[1]:
-                break
-            t = self._ray_object(o, origin, direction)
-            if t is not None and (best is None or t < best[1]):
-                best = (o, t)
-        return best
+        return first_hit(self.object_bounds(), origin, direction, self._ray_object)
 
     def _object_meshes(self, o: int):
         if not hasattr(self, "_by_object"):
@@ -453,42 +308,9 @@ class GpuScene:
         return self._by_object.get(o, [])
 
     def _ray_object(self, o: int, origin: np.ndarray, direction: np.ndarray) -> float | None:
-        best = None
         obj_m = self.object_matrix[o].copy()
         obj_m[3, :3] -= self.origin
-        for mesh, local in self._object_meshes(o):
-            m = local @ obj_m
-            try:
-                inv = np.linalg.inv(m)
-            except np.linalg.LinAlgError:
-                continue
-            lo = np.r_[origin, 1.0] @ inv
-            ld = np.r_[direction, 0.0] @ inv
-            t = ray_triangles(lo[:3], ld[:3], mesh.positions, mesh.triangles)
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
-
-
-def ray_triangles(o: np.ndarray, d: np.ndarray, pos: np.ndarray, tris: np.ndarray) -> float | None:
-    """Nearest positive hit parameter of a ray against triangles (Möller–Trumbore, vectorised)."""
-    if not len(tris):
-        return None
-    a, b, c = pos[tris[:, 0]], pos[tris[:, 1]], pos[tris[:, 2]]
-    e1, e2 = b - a, c - a
-    p = np.cross(d, e2)
-    det = np.einsum("ij,ij->i", e1, p)
-    ok = np.abs(det) > 1e-18
-    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = o - a
-    u = np.einsum("ij,ij->i", s, p) * inv
-    q = np.cross(s, e1)
-    v = (q @ d) * inv
-    t = np.einsum("ij,ij->i", e2, q) * inv
-    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9)
-    if not hit.any():
-        return None
-    return float(t[hit].min())
+        return ray_meshes(self._object_meshes(o), obj_m, origin, direction)
 
 
 def card_objects(geo: SceneGeometry, origin: np.ndarray) -> list[gfx.WorldObject]:
@@ -524,4 +346,4 @@ def card_objects(geo: SceneGeometry, origin: np.ndarray) -> list[gfx.WorldObject
     return out
 
 
-__all__ = ["GpuScene", "TwinMaterial", "TwinMesh", "card_objects", "load_wgsl", "pack_colors", "shader_source"]
+__all__ = ["GpuScene", "card_objects"]
