@@ -19,36 +19,7 @@ from twinstage.usd._recorder import Recorder, chunk_dir, clean_stale_temp_files
 from twinstage.usd._validate import validate
 from twinstage.usd._writer import COLUMN_NS
 
-
-class Tape:
-    """Everything the run produced, tick by tick, collected through on_frame."""
-
-    def __init__(self, twin):
-        self.table = twin.table
-        self.ticks: list[int] = []
-        self.sim_times: list[float] = []
-        self.values: list[dict[str, np.ndarray]] = []
-        self.quality: list[dict[str, np.ndarray]] = []
-        self.frames = []
-        twin.on_frame(self)
-
-    def __call__(self, frame):
-        self.frames.append(frame)
-        self.ticks.append(frame.tick)
-        self.sim_times.append(frame.sim_time)
-        self.values.append(self.table.snapshot())
-        self.quality.append({n: self.table.quality(n).copy() for n in self.table.channels})
-
-    def at(self, tick: int) -> int:
-        return self.ticks.index(tick)
-
-
-def _scripted_run(twin, ticks: int = 40) -> None:
-    twin.set("/Testbed/Valve1", opening=0.4)
-    twin.run(ticks=ticks // 2)
-    twin.set("/Testbed/Pump", motorSpeed=0.6)
-    twin.set("/Testbed/Valve2", opening=0.7)
-    twin.run(ticks=ticks - ticks // 2)
+from _recordutil import Tape, scripted_run as _scripted_run
 
 
 def test_recording_layer_metadata_and_provenance(pump_scene, tmp_path):
@@ -179,9 +150,10 @@ def test_every_n_decimation(pump_scene, tmp_path):
 def test_live_values_never_hide_recorded_samples(pump_scene, tmp_path):
     out = tmp_path / "rec.usdc"
     twin = twinstage.open(pump_scene, write_budget_s=None)
-    twin.record(out, save_every_s=0.0)
+    rec = twin.record(out, save_every_s=0.0)
     tape = Tape(twin)
     _scripted_run(twin, 30)
+    rec.save()  # a chunked recording's last chunk is written in the background: wait for it
     # the twin is still live: its stage holds live (default) values for every changed attribute
     live_temp = twin.get("/Testbed/Pump", "motorTemperature")
     assert twin.stage.GetPrimAtPath("/Testbed/Pump").GetAttribute("twin:motorTemperature").Get() == live_temp
@@ -299,22 +271,26 @@ def test_periodic_saves_keep_the_file_current(pump_scene, tmp_path):
     twin.run(ticks=5)
     shutil.copy(out, tmp_path / "copy2.usdc")  # what a crash would leave
     on_disk = twinstage.Recording(tmp_path / "copy2.usdc")
-    assert on_disk.ticks.tolist() == list(range(1, 11))
-    assert on_disk.time_range == (1.0, 10.0)
+    # every tick's save is on disk, but (chunked) tick 10's chunk may still be in the writer thread
+    n = len(on_disk.ticks)
+    assert n >= (9 if rec.chunked else 10)
+    assert on_disk.ticks.tolist() == list(range(1, n + 1))
+    assert on_disk.time_range == (1.0, float(n))
     assert rec.saves >= 6
     twin.close()
 
 
 def test_failed_save_keeps_the_last_good_file_and_the_run_going(pump_scene, tmp_path, monkeypatch):
-    from twinstage.usd import _recorder
+    from twinstage.usd import _recfiles
 
     out = tmp_path / "rec.usdc"
     twin = twinstage.open(pump_scene)
-    twin.record(out, save_every_s=0.0)
+    rec = twin.record(out, save_every_s=0.0)
     twin.run(ticks=5)
+    rec.save()  # chunked: tick 5's chunk and root were written in the background; wait for them
     good = out.read_bytes()
     # the next saves cannot write their temp file (a directory is in the way)
-    monkeypatch.setattr(_recorder.secrets, "token_hex", lambda n: "blockd")
+    monkeypatch.setattr(_recfiles.secrets, "token_hex", lambda n: "blockd")
     blocker = tmp_path / ".rec.usdc.tmp-blockd.usdc"
     blocker.mkdir()
     twin.run(ticks=5)
@@ -434,14 +410,16 @@ def test_recording_reader_bad_input(pump_scene, tmp_path):
         twinstage.Recording(garbage)
 
 
-def test_save_interval_stretches_with_the_cost_of_a_save(pump_scene, tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_save_interval_stretches_with_the_cost_of_a_save(pump_scene, tmp_path, monkeypatch, chunked):
     twin = twinstage.open(pump_scene)
-    rec = twin.record(tmp_path / "rec.usdc", save_every_s=0.01)
+    # chunked, a full chunk is sealed whatever the interval: make chunks bigger than this run
+    rec = twin.record(tmp_path / "rec.usdc", save_every_s=0.01, chunked=chunked, chunk_ticks=1000 if chunked else None)
     real = rec._write_atomically
     clock = {"t": 0.0}
 
-    def slow_write():  # a save that costs 0.2 s of (fake) time
-        real()
+    def slow_write(**kw):  # a save that costs 0.2 s of (fake) time
+        real(**kw)
         clock["t"] += 0.2
 
     monkeypatch.setattr(rec, "_write_atomically", slow_write)
@@ -461,121 +439,3 @@ def test_save_interval_stretches_with_the_cost_of_a_save(pump_scene, tmp_path, m
     rec.save_every_s = 0.0  # explicit every-tick saving is honoured whatever it costs
     assert rec.save_interval_s == 0.0
     twin.close()
-
-
-# -- chunked recordings: value clips, saves that cost the new data --------------------------
-
-
-def test_each_save_writes_only_the_new_ticks_and_any_usd_tool_plays_the_run(pump_scene, tmp_path):
-    out = tmp_path / "rec.usdc"
-    twin = twinstage.open(pump_scene, rate=10.0)
-    rec = twin.add_sink(Recorder(out, save_every_s=3600.0, chunk_ticks=7, chunked=True))
-    tape = Tape(twin)
-    _scripted_run(twin, 30)
-    first = chunk_dir(out) / "000000.usdc"
-    sealed = first.read_bytes()
-    assert rec._chunk is None or rec._chunk_n < 7  # sealed chunks are not kept in memory
-    twin.run(ticks=10)
-    assert first.read_bytes() == sealed  # a later save never rewrites a sealed chunk
-    twin.close()
-    recording = twinstage.Recording(out)
-    assert [t.tolist() for _, t in recording.chunks] == [list(range(k, min(k + 7, 41))) for k in range(1, 41, 7)]
-    assert recording.ticks.tolist() == list(range(1, 41))
-    # the root names the chunks through clip metadata; Usd composes the whole run from them
-    root = Sdf.Layer.FindOrOpen(str(out))
-    clips = root.GetPrimAtPath("/Testbed/TwinState").GetInfo("clips")["default"]
-    assert [a.path for a in clips["assetPaths"]] == [f"./rec_usdc.chunks/{k:06d}.usdc" for k in range(6)]
-    assert [tuple(a) for a in clips["active"]] == [(float(1 + 7 * k), float(k)) for k in range(6)]
-    assert not root.ListTimeSamplesForPath(Sdf.Path("/Testbed/TwinState").AppendProperty(f"{COLUMN_NS}:tick"))
-    stage = Usd.Stage.Open(str(out))
-    prim = stage.GetPrimAtPath("/Testbed/TwinState")
-    for name in twin.table.channels:
-        attr = prim.GetAttribute(f"{COLUMN_NS}:{name}")
-        assert attr.GetTimeSamples() == [float(t) for t in range(1, 41)]
-        for t in (1, 7, 8, 20, 40):
-            np.testing.assert_array_equal(np.asarray(attr.Get(float(t))), tape.values[tape.at(t)][name], err_msg=f"{name}@{t}")
-    np.testing.assert_array_equal(recording.channel("flowRate"), np.stack([v["flowRate"] for v in tape.values]))
-    # the one-layer view for Sdf readers holds every sample
-    merged = recording.layer
-    p = Sdf.Path("/Testbed/TwinState").AppendProperty(f"{COLUMN_NS}:flowRate")
-    assert merged.ListTimeSamplesForPath(p) == [float(t) for t in range(1, 41)]
-    np.testing.assert_array_equal(np.asarray(merged.QueryTimeSample(p, 9.0)), recording.channel("flowRate")[8])
-    np.testing.assert_array_equal(np.asarray(recording.query(p, 9.0)), recording.channel("flowRate")[8])
-
-
-def test_reproducible_chunked_recordings_are_byte_identical_file_by_file(pump_scene, tmp_path):
-    def run(d):
-        d.mkdir()
-        for f in pump_scene.parent.iterdir():
-            if f.is_file() and f.name.startswith("pump_testbed"):
-                shutil.copy(f, d / f.name)
-        twin = twinstage.open(d / "pump_testbed.usda", rate=20.0, seed=5)
-        twin.add_sink(Recorder(d / "rec.usdc", reproducible=True, save_every_s=0.5, chunked=True))  # a chunk per 10 ticks of sim time
-        _scripted_run(twin, 45)
-        twin.close()
-        files = sorted(p for p in [d / "rec.usdc", *chunk_dir(d / "rec.usdc").iterdir()])
-        return {p.name: p.read_bytes() for p in files}
-
-    a, b = run(tmp_path / "a"), run(tmp_path / "b")
-    assert sorted(a) == ["000000.usdc", "000001.usdc", "000002.usdc", "000003.usdc", "000004.usdc", "manifest.usdc", "rec.usdc"]
-    assert a == b
-
-
-def test_a_missing_or_inconsistent_chunk_is_named(pump_scene, tmp_path):
-    out = tmp_path / "rec.usdc"
-    twin = twinstage.open(pump_scene)
-    twin.add_sink(Recorder(out, chunk_ticks=4, chunked=True))
-    twin.run(ticks=10)
-    twin.close()
-    (chunk_dir(out) / "000001.usdc").unlink()
-    with pytest.raises(StageError, match="000001.usdc"):
-        twinstage.Recording(out)
-    (chunk_dir(out) / "000001.usdc").write_bytes(b"PXR-USDC" + bytes(range(200)))
-    with pytest.raises(StageError, match="000001.usdc"):
-        twinstage.Recording(out)
-
-
-def test_rerecording_removes_the_earlier_chunks(pump_scene, tmp_path):
-    out = tmp_path / "rec.usdc"
-    for ticks in (30, 5):
-        twin = twinstage.open(pump_scene)
-        twin.add_sink(Recorder(out, chunk_ticks=4, chunked=True))
-        twin.run(ticks=ticks)
-        twin.close()
-    assert sorted(p.name for p in chunk_dir(out).iterdir()) == ["000000.usdc", "000001.usdc", "manifest.usdc"]
-    assert twinstage.Recording(out).ticks.tolist() == [1, 2, 3, 4, 5]
-
-
-def test_chunk_ticks_must_be_positive(tmp_path):
-    with pytest.raises(ValueError):
-        Recorder(tmp_path / "x.usdc", chunk_ticks=0)
-
-
-def test_a_chunk_whose_background_write_failed_is_written_again_and_nothing_is_lost(pump_scene, tmp_path, monkeypatch):
-    from twinstage.usd import _recorder
-
-    out = tmp_path / "rec.usdc"
-    twin = twinstage.open(pump_scene)
-    rec = twin.add_sink(Recorder(out, save_every_s=3600.0, chunk_ticks=4, chunked=True))
-    real = _recorder._export_atomically
-    failing = {"on": True, "failed": 0}
-
-    def export(layer, target, tmp=None):
-        if failing["on"] and target.parent == chunk_dir(out) and target.name != "manifest.usdc":
-            failing["failed"] += 1
-            raise StageError(f"{target}: cannot write recording (disk full)")
-        real(layer, target, tmp)
-
-    monkeypatch.setattr(_recorder, "_export_atomically", export)
-    twin.run(ticks=10)  # the background write of ticks 1-4 fails; the saves after it retry and fail too
-    assert failing["failed"] >= 2
-    assert any("Recorder" in e for e in twin.errors), list(twin.errors)
-    assert twin.tick_count == 10
-    assert not (chunk_dir(out) / "000000.usdc").exists()
-    shutil.copy(out, tmp_path / "crash_copy.usdc")  # what a crash would leave (the in-process layer is ahead of the file)
-    assert twinstage.Recording(tmp_path / "crash_copy.usdc").ticks.tolist() == []  # the root on disk names no missing chunk
-    failing["on"] = False
-    twin.run(ticks=6)
-    twin.close()
-    assert rec._job is None and rec._retry is None
-    assert twinstage.Recording(out).ticks.tolist() == list(range(1, 17))

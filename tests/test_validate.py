@@ -198,6 +198,11 @@ def _validated_assets(out: str) -> list[str]:
     return re.findall(r"Results for Asset '([^']+)'", out)
 
 
+def _chunk_files(folder: Path) -> list[Path]:
+    """The chunks of the recordings in ``folder`` (``<stem>_<ext>.chunks/*.usdc``): the validator checks them too."""
+    return sorted(folder.glob("*.chunks/*.usdc"))
+
+
 def test_asset_validator_catches_a_bare_stage(tmp_path):
     """Control: the helper really counts the validator's errors."""
     p = tmp_path / "bare.usda"
@@ -212,14 +217,15 @@ def test_asset_validator_clean_on_everything_we_write(written):
     folder = written["scene"].parent
     assert set(folder.glob("*.usd*")) == set(written.values())
     n, out = asset_validator(folder)
-    assert sorted(Path(a).name for a in _validated_assets(out)) == sorted(p.name for p in written.values()), out[-3000:]
+    expected = [*written.values(), *_chunk_files(folder)]
+    assert sorted(Path(a).name for a in _validated_assets(out)) == sorted(p.name for p in expected), out[-3000:]
     errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
     assert n == 0, "\n".join(errors[:40])
 
 
 def test_asset_validator_clean_on_demo_outputs(demo_dir):
     n, out = asset_validator(demo_dir)
-    assert len(_validated_assets(out)) == 4, out[-3000:]
+    assert len(_validated_assets(out)) == 4 + len(_chunk_files(demo_dir)), out[-3000:]
     errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
     assert n == 0, "\n".join(errors[:40])
 
@@ -240,7 +246,7 @@ def test_asset_validator_on_usda_recordings(written, tmp_path):
     for name in ("pump.rec.usda", "pump.anim.usda"):
         assert not _errors(validate(tmp_path / name))
     n, out = asset_validator(tmp_path)
-    assert len(_validated_assets(out)) == 4, out[-3000:]
+    assert len(_validated_assets(out)) == 4 + len(_chunk_files(tmp_path)), out[-3000:]
     errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
     others = [ln for ln in errors if "[UsdAsciiPerformanceChecker]" not in ln]
     assert others == [], "\n".join(others[:40])

@@ -8,10 +8,12 @@ import asyncio
 import os
 import signal
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 from _bridgeutil import arun
+from _fanoututil import client_port, owner_pid
 from test_bridge_cli import _spawn, _url
 
 from twinstage.bridge import Client
@@ -33,6 +35,25 @@ def test_merge_frames_keeps_the_last_value_of_each_entry():
     assert m.tick == 2 and m.sim_time == 0.2
     assert m.changes["t"].rows.tolist() == [0, 2, 3] and m.changes["t"].values.tolist() == [1.0, 5.0, 6.0]
     assert m.changes["t"].quality.tolist() == [0, 0, 0] and m.changes["p"].values.tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_a_worker_behind_gets_one_merged_frame_with_every_alarm_and_error_and_the_newest_freshness():
+    from twinstage.bridge._fanout_feed import merge_items
+
+    def frame(seq, alarms, events, fresh):
+        f = Frame.make(seq, 0.1 * seq, 0.0, {"t": Change.make(np.array([seq % 2]), np.array([float(seq)]), np.array([0]))})
+        return ("frame", seq, f, seq == 3, seq == 3, b"blob", alarms, events, fresh)
+
+    before, between = ("msg", ("status", 0, False)), ("msg", ("event", "stepped", "", "u", 1, 0.1))
+    items = [before, frame(1, ([("t", 1, "a1")], 0), [("error", "e1", "", 1, 0.1)], "f1"), between,
+             frame(2, ([], 2), [], None), frame(3, ([("t", 1, "a3")], 1), [("error", "e3", "", 3, 0.3)], None)]
+    out = merge_items(items)
+    assert out[0] == before and out[2] == between and len(out) == 3
+    kind, seq, f, last, paused, blob, alarms, events, fresh = out[1]
+    assert (seq, f.tick, last, paused, blob) == (3, 3, True, True, None)  # re-encoded for this worker
+    assert f.changes["t"].rows.tolist() == [0, 1] and f.changes["t"].values.tolist() == [2.0, 3.0]
+    assert alarms == ([("t", 1, "a1"), ("t", 1, "a3")], 3) and [e[1] for e in events] == ["e1", "e3"] and fresh == "f1"
+    assert merge_items(items[:3]) == items[:3]  # not behind: as they came
 
 
 def test_the_twin_process_encodes_what_a_worker_session_would(pump_scene):
@@ -83,11 +104,14 @@ def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_s
     seen: list[str] = []
     try:
         url = _url(lines, seen)
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        pids = _workers(proc.pid)
+        assert len(pids) == 2, pids
 
         async def go():
             clients: list[Client] = []
             acks: dict[int, int] = {}
-            groups: dict[str, set[int]] = {}
+            groups: dict[int, set[int]] = {}
             for i in range(len(TOKENS)):  # connect until both workers have clients (the kernel spreads them)
                 c = Client(url, token=_secret(i))
                 await c.connect()
@@ -95,17 +119,18 @@ def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_s
                 c.on_state.append(lambda kind, _c, i=i: acks.__setitem__(i, acks[i] + (kind == "ack")))
                 await c.subscribe()
                 clients.append(c)
-                if i >= 3:
-                    groups = {}
-                    for j, cj in enumerate(clients):
-                        r = await cj.request({"type": "command", "command": "clients"})
-                        key = ",".join(sorted(x["user"] for x in r["clients"]))
-                        groups.setdefault(key, set()).add(j)
-                    if len(groups) == 2:
-                        break
-            assert len(groups) == 2, f"all {len(clients)} connections on one worker"
+                groups.setdefault(owner_pid(port, client_port(c.ws), pids), set()).add(i)
+                if i >= 3 and len(groups) == 2:
+                    break
+            assert len(groups) == 2 and None not in groups, f"all {len(clients)} connections on one worker: {groups}"
+            # `clients` lists every worker's clients, each id once, whichever worker answers
+            for c in (clients[min(g)] for g in groups.values()):
+                r = await c.command("clients")
+                users = sorted(x["user"] for x in r["clients"])
+                assert r["count"] == len(clients) and users == sorted(f"c{i}" for i in range(len(clients)))
+                assert len({x["id"] for x in r["clients"]}) == len(clients)
             before_acks = dict(acks)
-            (ga, a_members), (gb, b_members) = sorted(groups.items())
+            a_members, b_members = sorted(groups.values(), key=min)
             a, b = clients[min(a_members)], clients[min(b_members)]
             # pause from worker A; the ack names the last tick, and every client on both workers stops there
             pa = await a.pause()
@@ -128,15 +153,13 @@ def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_s
             want = {i: (1 if i == min(a_members) else 2 if i == min(b_members) else 0) for i in range(len(clients))}
             assert {i: acks[i] - before_acks[i] for i in range(len(clients))} == want  # each request answered exactly once
             # kill one worker: exactly one group loses its connections, the other keeps getting state
-            pids = _workers(proc.pid)
-            assert len(pids) == 2, pids
             os.kill(pids[0], signal.SIGKILL)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not any(c.closed_code is not None for c in clients):
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
             dead = {j for j, c in enumerate(clients) if c.closed_code is not None}
-            assert dead in (a_members, b_members), (dead, a_members, b_members)
+            assert dead == groups[pids[0]], (dead, groups)
             alive = b_members if dead == a_members else a_members
             survivor = clients[min(alive)]
             before = survivor.tick
@@ -159,12 +182,61 @@ def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_s
     assert "fan-out: 2 worker processes" in out and "stopped after" in out
 
 
-@pytest.mark.parametrize("bad", [["--fanout-procs", "-1"], ["--fanout-procs", "2", "--http", "auto"]])
-def test_fanout_bad_options(pump_scene, bad):
+def test_fanout_bad_option():
     import subprocess
     import sys
 
     code = "import sys; from twinstage.cli import main; sys.exit(main(sys.argv[1:]))"
-    r = subprocess.run([sys.executable, "-c", code, "serve", str(pump_scene), "--port", "0", "--duration", "0.1", *bad], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 2 and ("fanout-procs" in r.stderr or "--http" in r.stderr), r.stderr
+    r = subprocess.run([sys.executable, "-c", code, "serve", "scene.usda", "--port", "0", "--duration", "0.1", "--fanout-procs", "-1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--fanout-procs" in r.stderr and "expected an integer >= 0" in r.stderr, r.stderr
+
+
+def test_fanout_workers_serve_the_browser_client_over_http(pump_scene):
+    """``serve --http auto --fanout-procs 2``: every worker serves the static files (and the scene GLB) on the shared port."""
+    import http.client
+    from pathlib import Path
+
+    index = (Path(__file__).resolve().parents[2] / "examples" / "browser" / "index.html").read_bytes()
+    proc, lines = _spawn("serve", str(pump_scene), "--port", "0", "--rate", "20", "--fanout-procs", "2", "--http", "auto")
+    seen: list[str] = []
+    try:
+        url = _url(lines, seen)
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        while not any("browser client, viewer" in ln for ln in seen):  # describe() names the page, with a token
+            seen.append(lines.get(timeout=60))
+        token = next(ln for ln in seen if "browser client, viewer" in ln).rsplit("?token=", 1)[1].strip()
+        pids = _workers(proc.pid)
+        assert len(pids) == 2, pids
+        served: dict[int, int] = {}
+        def get(path: str) -> tuple[int | None, Any]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.connect()
+            pid = None
+            for _ in range(200):  # until a worker has accepted it
+                pid = owner_pid(port, conn.sock.getsockname()[1], pids)
+                if pid is not None:
+                    break
+                time.sleep(0.01)
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read()
+            conn.close()
+            return pid, (r.status, r.getheader("Content-Type"), body)
+
+        for _ in range(40):  # new connections until both workers have answered
+            pid, (status, ctype, body) = get("/index.html")
+            assert status == 200 and body == index and ctype.startswith("text/html")
+            served[pid] = served.get(pid, 0) + 1
+            if len(served) == 2:
+                break
+        assert set(served) == set(pids), served
+        for _ in range(4):
+            pid, (status, ctype, body) = get(f"/scene.glb?token={token}")
+            assert status == 200 and body[:4] == b"glTF" and pid in pids
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

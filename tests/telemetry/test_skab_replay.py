@@ -96,12 +96,12 @@ def test_measured_and_simulated_side_by_side_and_the_same_data_gives_the_same_re
     for k in range(2):
         with twinstage.open(pump_scene, rate=2.0) as twin:
             twin.add_source(ReplaySource(f, read_bindings(twin.stage, kind="csv")))
-            rec = tmp_path / f"run{k}.usdc"
+            rec = tmp_path / f"run{k}" / "rec.usdc"  # same name and depth: the root names its chunk folder
             twin.record(rec, reproducible=True)
             twin.run(ticks=120)
-        blobs.append(rec.read_bytes())
+        blobs.append({p.relative_to(rec.parent): p.read_bytes() for p in sorted(rec.parent.rglob("*")) if p.is_file()})
     assert blobs[0] == blobs[1]
-    r = twinstage.Recording(tmp_path / "run0.usdc")
+    r = twinstage.Recording(tmp_path / "run0" / "rec.usdc")
     measured = r.series(SENSORS + "FlowMeter", "flowRate")
     simulated = r.series("/Testbed/Pump", "flowRate")
     assert measured[-1] == pytest.approx(32.0, abs=2.0) and simulated[-1] == pytest.approx(125.2, abs=0.5)

@@ -115,3 +115,33 @@ def derive_alarms(mirror: Any, seq: int, frame: Any) -> tuple[list[tuple[str, in
                 out.append((name, row, wire(msg)))
     extra = _flag_alarms(mirror, seq, frame, out, extra)
     return out, extra
+
+
+class AlarmState:
+    """What alarm derivation needs of the state before a frame — every channel's quality, the values of
+    alarm-attribute channels and their scores — kept in step with the frames, without a full mirror.
+
+    The fan-out hub (``serve --fanout-procs``) derives alarms once per tick in the twin process with it
+    and ships them with the frame, so every worker sends the same alarms, even for frames it gets merged.
+    """
+
+    def __init__(self, table: Any, stage: Any):
+        self.table = table
+        self.channels = dict(table.channels)
+        self.alarm_flags = alarm_flags(table, stage)
+        self.quality = {n: np.array(table.quality(n)) for n in self.channels}
+        keep = set(self.alarm_flags) | {f"{n[:-5]}Score" for n in self.alarm_flags if n.endswith("Alarm")}
+        self.values = {n: np.array(table[n]) for n in keep if n in self.channels}
+
+    def derive(self, seq: int, frame: Any) -> tuple[list[tuple[str, int, str]], int]:
+        """:func:`derive_alarms` for ``frame``, then take its changes."""
+        out = derive_alarms(self, seq, frame)
+        for name, change in frame.changes.items():
+            q = self.quality.get(name)
+            if q is None or not len(change.rows):
+                continue
+            q[change.rows] = change.quality
+            v = self.values.get(name)
+            if v is not None:
+                v[change.rows] = change.values
+        return out

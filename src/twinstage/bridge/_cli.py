@@ -48,11 +48,9 @@ def make_server(args: argparse.Namespace) -> Any:
     if procs:
         from ._fanout import FanoutHub
 
-        if http:
-            raise OSError("--http is served by the single-process bridge only (leave out --fanout-procs)")
         server = FanoutHub(args.scene, procs, args.host, args.port, open_kwargs={"rate": args.rate, "realtime": True, "seed": args.seed},
                            server_kwargs={"tokens": tokens + generated, "tokens_file": args.tokens, "anonymous": anonymous,
-                                          "origins": args.origin or []})
+                                          "origins": args.origin or [], "http_dir": str(http) if http else None})
     else:
         server = Server(args.host, args.port, tokens=tokens + generated, tokens_file=args.tokens, anonymous=anonymous, origins=args.origin or [],
                         http_dir=http)

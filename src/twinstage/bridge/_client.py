@@ -15,16 +15,23 @@ import asyncio
 import itertools
 import json
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
 import numpy as np
 
 from ..state._replica import Replica
 from . import _binary
+from ._compact import CompactIndex, CompactTables, LazyHello
 from .infra.auth import redacting_logger
-from ._messages import SUBPROTOCOL
 from ._freshness_view import FreshnessView
+
+SUBPROTOCOL = "twinstage.v1"  # as in ``_messages`` (a test checks): the client does not import pydantic's models
+
+try:  # ~2x faster than the standard library on big messages (a JSON snapshot, the hello)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson comes with the bridge extra
+    _loads = json.loads
 
 
 class BridgeError(Exception):
@@ -40,8 +47,10 @@ class BridgeError(Exception):
 class Client:
     """A bridge client. ``send_token``: "header" (Authorization: Bearer), "query"
     (``?token=``) or "message" (an ``auth`` first message, as browsers do). ``hello``:
-    "compact" asks for the compact hello (``?hello=compact``; expanded on arrival, so
-    ``c.hello`` and ``c.attributes`` look the same)."""
+    "compact" asks for the compact hello (``?hello=compact``, ~20x smaller for big scenes): the
+    client keeps its columns and expands ``c.hello["attributes"]``/``["prims"]`` and
+    ``c.attributes`` into the rows layout only when they are first read, so they look the same
+    either way while ``get``/``unit``/``quality`` never need the expansion."""
 
     def __init__(self, url: str, *, token: str | None = None, send_token: str = "header", origin: str | None = None,
                  max_size: int | None = 256 * 1024 * 1024, open_timeout: float = 10.0, hello: str = "rows"):
@@ -58,8 +67,10 @@ class Client:
         self.hello_layout = hello
         self.ws: Any = None
         self.hello: dict[str, Any] = {}
-        self.attributes: list[dict[str, Any]] = []
-        self.index: dict[tuple[str, str], int] = {}
+        #: (prim, attribute) -> entry index (a dict, or a view of the compact hello's columns)
+        self.index: Mapping[tuple[str, str], int] = {}
+        self._tables: CompactTables | None = None
+        self._waiters = 0  # coroutines in wait_until: without any, a state message notifies nobody
         #: the client's copy of the subscribed state (:class:`twinstage.state.Replica`, laid out by the hello)
         self.replica = Replica({})
         self._order: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
@@ -221,7 +232,7 @@ class Client:
         """Seconds since the last good sample of a fed entry (inf: none yet; NaN: not fed or not
         subscribed), or with no arguments a dict (prim, attribute) -> age of every fed entry sent."""
         if prim is None:
-            return {(self.attributes[i]["prim"], self.attributes[i]["attribute"]): a for i, a in self.fresh.ages.items()}
+            return {self._key(i): a for i, a in self.fresh.ages.items()}
         return self.fresh.ages.get(self.index[(prim, attribute or "")], float("nan"))
 
     def reason(self, prim: str, attribute: str) -> str:
@@ -229,23 +240,42 @@ class Client:
         return self.fresh.reasons.get(self.index[(prim, attribute)], "good")
 
     def unit(self, prim: str, attribute: str) -> str:
-        return self.attributes[self.index[(prim, attribute)]]["unit"]
+        i = self.index[(prim, attribute)]
+        return self._tables.unit_of(i) if self._tables is not None else self.attributes[i]["unit"]
+
+    @property
+    def attributes(self) -> list[dict[str, Any]]:
+        """The hello's attribute table (rows layout; a compact hello's is expanded on first access)."""
+        return self.hello["attributes"] if self.hello else []
+
+    def _key(self, index: int) -> tuple[str, str]:
+        if self._tables is not None:
+            return self._tables.key_of(index)
+        a = self.attributes[index]
+        return a["prim"], a["attribute"]
 
     def values(self) -> dict[tuple[str, str], Any]:
-        """Every known (prim, attribute) → value."""
+        """Every known (prim, attribute) → value, in entry order."""
+        r = self.replica
+        known = []
+        for name, (off, _, _) in r.layout.items():
+            known += [(off + int(row), name, int(row)) for row in np.flatnonzero(r.known[name])]
+        known.sort()
         out = {}
-        for a in self.attributes:
-            try:
-                out[(a["prim"], a["attribute"])] = self.get(a["prim"], a["attribute"])
-            except KeyError:
-                pass
+        for i, name, row in known:
+            v = r.value(name, row)
+            out[self._key(i)] = tuple(v) if isinstance(v, list) else v
         return out
 
     async def wait_until(self, predicate: Callable[["Client"], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(client)`` holds after some update (raises TimeoutError)."""
         assert self._state_cond is not None
-        async with self._state_cond:
-            await asyncio.wait_for(self._state_cond.wait_for(lambda: predicate(self) or self.closed_code is not None), timeout)
+        self._waiters += 1
+        try:
+            async with self._state_cond:
+                await asyncio.wait_for(self._state_cond.wait_for(lambda: predicate(self) or self.closed_code is not None), timeout)
+        finally:
+            self._waiters -= 1
         if not predicate(self):
             raise ConnectionError(f"connection closed ({self.closed_code}) before the condition held")
 
@@ -261,7 +291,7 @@ class Client:
                     self._apply_binary(_binary.decode(raw))
                     await self._notify("binary")
                 else:
-                    await self._dispatch(json.loads(raw))
+                    await self._dispatch(_loads(raw))
         except ConnectionClosed:
             pass
         finally:
@@ -277,9 +307,10 @@ class Client:
     async def _notify(self, kind: str) -> None:
         for fn in self.on_state:
             fn(kind, self)
-        assert self._state_cond is not None
-        async with self._state_cond:
-            self._state_cond.notify_all()
+        if self._waiters:  # 60 messages/s per client: skip the condition's lock when nobody waits
+            assert self._state_cond is not None
+            async with self._state_cond:
+                self._state_cond.notify_all()
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         t = msg.get("type")
@@ -308,17 +339,20 @@ class Client:
         await self._notify(t or "")
 
     def _on_hello(self, msg: dict[str, Any]) -> None:
-        if msg.get("layout") == "compact":  # expanded here once: c.hello looks the same either way
-            from ._compact import expand_hello
-
-            msg = {**msg, **dict(zip(("attributes", "prims"), expand_hello(msg)))}
-        same = self.hello.get("session") == msg.get("session") and len(self.attributes) == len(msg["attributes"])
-        self.hello = msg
-        self.attributes = msg["attributes"]
-        self.index = {(a["prim"], a["attribute"]): a["index"] for a in self.attributes}
-        n = len(self.attributes)
-        if not same or self.replica.n_entries != n:
-            self.replica = Replica.from_attributes(self.attributes, track_dirty=self.replica.track_dirty)
+        if msg.get("layout") == "compact":  # kept as columns; c.hello expands attributes/prims on first access
+            tables = CompactTables(msg)
+            hello: dict[str, Any] = LazyHello(msg, tables)
+            index: Mapping[tuple[str, str], int] = CompactIndex(tables)
+            n, layout = tables.n_entries, tables.layout()
+        else:
+            tables, hello = None, msg
+            index = {(a["prim"], a["attribute"]): a["index"] for a in msg["attributes"]}
+            n, layout = len(msg["attributes"]), None
+        same = self.hello.get("session") == msg.get("session") and self.replica.n_entries == n
+        self.hello, self.index, self._tables = hello, index, tables
+        if not same:
+            track = self.replica.track_dirty
+            self.replica = Replica(layout, track_dirty=track) if layout is not None else Replica.from_attributes(msg["attributes"], track_dirty=track)
             self.seq = 0
         if self._hello_fut is not None and not self._hello_fut.done():
             self._hello_fut.set_result(msg)

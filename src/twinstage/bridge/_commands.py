@@ -72,7 +72,8 @@ async def execute(session: Any, msg: Any) -> str | AfterState:
     if name == "ping":
         return ack(server, msg.id, "ping")
     if name == "clients":
-        return ack(server, msg.id, "clients", count=len(server.sessions), clients=[s.info() for s in server.sessions])
+        infos = await server.client_infos()  # with fan-out: every worker's clients
+        return ack(server, msg.id, "clients", count=len(infos), clients=infos)
     if name == "pause":
         tick = await server.pause()
         server.broadcast_event("paused", f"paused by {user or 'anonymous'} after tick {tick}", user=user, tick=tick)
@@ -97,7 +98,7 @@ async def execute(session: Any, msg: Any) -> str | AfterState:
     from ._scenario import ScenarioRejected
 
     try:
-        n = scenarios.start(msg.scenario, user, server.mirror.sim_time)
+        n = await server.start_scenario(msg.scenario, user)  # with fan-out: run by the twin process
     except ScenarioRejected as exc:
         return error("invalid_value", str(exc), msg.id, name)
     return ack(server, msg.id, "scenario", count=n, detail=f"scenario {msg.scenario!r} started")

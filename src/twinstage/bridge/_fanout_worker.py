@@ -1,15 +1,17 @@
-"""The worker side of ``serve --fanout-procs``: a :class:`~twinstage.bridge.Server` fed frames over a
-pipe from the twin process, whose changes to the twin are calls back into that process."""
+"""The worker side of ``serve --fanout-procs``: a :class:`~twinstage.bridge.Server` fed over a pipe from
+the twin process — frames with their alarms, errors and freshness, structure changes, other workers'
+events — whose changes to the twin are calls back into that process (:mod:`._fanout_remote`)."""
 
 from __future__ import annotations
 
-import itertools
+import concurrent.futures
 import pickle
 import signal
 import socket
-import threading
-from pathlib import Path
+import time
 from typing import Any
+
+from ._fanout_remote import RemoteControl, RemoteIngest
 
 
 def _reuse_socket(host: str, port: int, listen: bool) -> socket.socket:
@@ -24,170 +26,119 @@ def _reuse_socket(host: str, port: int, listen: bool) -> socket.socket:
     return s
 
 
-def _error(kind: str, message: str) -> Exception:
-    """The twin process's exception, as the same kind here (the bridge maps them to protocol errors)."""
-    if kind in ("StateError",):
-        from ..state import StateError
+def _on_loop(server: Any, fn: Any, timeout: float = 5.0) -> Any:
+    """``fn()`` run on the server's loop thread; its result here."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
 
-        return StateError(message)
-    if kind in ("UnitError", "DimensionalityError", "UndefinedUnitError"):
-        from ..units import UnitError
-
-        return UnitError(message)
-    if kind in ("TelemetryError", "MappingError"):
-        from ..telemetry._source import TelemetryError
-
-        return TelemetryError(message)
-    return RuntimeError(f"{kind}: {message}")
-
-
-class RemoteControl:
-    """:class:`~twinstage.bridge._control.TwinControl` for a worker: metadata from the scene this
-    process opened, tick/paused from the twin process's frames, changes as calls to that process."""
-
-    def __init__(self, twin: Any, conn: Any, init: dict[str, Any], call_timeout: float = 30.0):
-        self.twin = twin
-        self.conn = conn
-        self.send_lock = threading.Lock()
-        self._tick = int(init["tick"])
-        self._sim_time = float(init["sim_time"])
-        self._paused = bool(init["paused"])
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, list[Any]] = {}
-        self._lock = threading.Lock()
-        self.call_timeout = call_timeout
-
-    # -- reading (as TwinControl) -------------------------------------------------------------
-    table = property(lambda self: self.twin.table)
-    stage = property(lambda self: getattr(self.twin, "stage", None))
-    assets = property(lambda self: getattr(self.twin, "assets", None) or {})
-    scene_name = property(lambda self: Path(getattr(self.twin, "source", "") or "").name)
-    tick = property(lambda self: self._tick)
-    sim_time = property(lambda self: self._sim_time)
-    rate = property(lambda self: float(self.twin.clock.rate))
-    paused = property(lambda self: self._paused)
-
-    @property
-    def tick_seconds(self) -> float:
-        clock = self.twin.clock
-        return float(clock.dt) / float(getattr(clock, "speed", 1.0) or 1.0)
-
-    def errors(self) -> list[Any]:
-        return []  # the twin's errors stay in the twin process (its log)
-
-    def validate(self, prim: str, attribute: str, value: Any) -> Any:
-        return self.twin.table.validate(prim, attribute, value)
-
-    def on_tick(self) -> bool:
-        return False  # the twin process decides which tick is the last (it sends the flag with the frame)
-
-    # -- changing: calls into the twin process ------------------------------------------------------
-    def set(self, prim: str, attribute: str, value: Any) -> None:
-        self.call("set", prim, attribute, value)
-
-    def resume(self) -> None:
-        self.call("resume")
-
-    def step(self, n: int) -> int:
-        return int(self.call("step", n))
-
-    def request_pause(self) -> None:
-        self.call("request_pause")
-
-    def pause_now(self) -> bool:
-        return bool(self.call("pause_now"))
-
-    def call(self, method: str, *args: Any) -> Any:
-        cid = next(self._ids)
-        slot: list[Any] = [threading.Event(), None]
-        with self._lock:
-            self._waiting[cid] = slot
+    def go() -> None:
         try:
-            with self.send_lock:
-                self.conn.send_bytes(pickle.dumps(("call", cid, method, args), protocol=5))
-            if not slot[0].wait(self.call_timeout):
-                raise TimeoutError(f"the twin process did not answer {method} within {self.call_timeout:g} s")
-        finally:
-            with self._lock:
-                self._waiting.pop(cid, None)
-        _, _, ok, result, message, status = slot[1]
-        self._tick, self._paused = max(self._tick, int(status["tick"])), bool(status["paused"])
-        if not ok:
-            raise _error(result, message)
-        return result
+            fut.set_result(fn())
+        except Exception as exc:  # handed to the caller
+            fut.set_exception(exc)
 
-    def resolve(self, msg: tuple) -> None:
-        with self._lock:
-            slot = self._waiting.get(msg[1])
-        if slot is not None:
-            slot[1] = msg
-            slot[0].set()
+    server.loop.call_soon_threadsafe(go)
+    return fut.result(timeout)
 
 
-class RemoteIngest:
-    """The twin process's BridgeIngestSource as a worker sees it: its keys, and ``push`` as a call."""
+STATS_INTERVAL = 1.0  #: seconds between a worker's counters sent to the twin process (``FanoutHub.stats``, metrics)
 
-    def __init__(self, control: RemoteControl, keys: list[str]):
-        self.control = control
-        self.keys = list(keys)
 
-    def push(self, keys: Any, values: Any, times: Any = None, quality: Any = None) -> int:
-        return int(self.control.call("ingest", list(keys), list(values), None if times is None else list(times),
-                                     None if quality is None else list(quality)))
+def _stats(server: Any) -> dict[str, Any]:
+    """Loop thread: the server's counters, with the frames merged for its slow clients."""
+    return {**server.stats(), "merged": sum(s.merged for s in server.sessions)}
 
-    def describe(self) -> str:
-        return f"bridge ingest (in the twin process, {len(self.keys)} keys)"
+
+def _send_stats(server: Any, ctl: RemoteControl) -> None:
+    try:
+        ctl.send(("stats", _stats(server)))
+    except (OSError, ValueError):  # the twin process is gone; the worker ends with it
+        pass
+
+
+def _event(server: Any, kind: str, message: str, user: str, tick: int, sim_time: float) -> None:
+    server.broadcast_event(kind, message, user=user, tick=tick, sim_time=sim_time, relay=False)
+
+
+def _start(index: int, conn: Any, spec: dict[str, Any]) -> tuple[Any, RemoteControl]:
+    import twinstage
+
+    from ._freshness import FreshnessPublisher
+    from ._server import Server
+
+    twin = twinstage.open(spec["scene"], **spec["open_kwargs"])
+    _, init = pickle.loads(conn.recv_bytes())
+    table = twin.table
+    for n, v in init["values"].items():
+        table[n][...] = v
+        table.quality(n)[...] = init["quality"][n]
+    ctl = RemoteControl(twin, conn, init)
+    server = Server(spec["host"], spec["port"], **spec["server_kwargs"])
+    server.listen_socket = _reuse_socket(spec["host"], spec["port"], listen=True)
+    server.session = init["session"]
+    server.worker = index
+    server.id_base, server.id_stride = index, int(init["procs"])  # client ids unique over all workers
+    server.relay = lambda kind, message, user, tick, sim_time: ctl.send(("event", kind, message, user, tick, sim_time))
+    server.freshness = FreshnessPublisher(server, None)  # publishes what the twin process read
+    if init["ingest_keys"] is not None:
+        server.ingest = RemoteIngest(ctl, init["ingest_keys"])
+    server.start_control(twin, ctl)
+    ctl.send(("ready", index))
+    return server, ctl
 
 
 def _worker_main(index: int, conn: Any, spec: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the twin process, which stops the workers
     try:
-        import twinstage
-
         from ..state import Change, Frame
-        from ._server import Server
 
-        twin = twinstage.open(spec["scene"], **spec["open_kwargs"])
-        _, init = pickle.loads(conn.recv_bytes())
-        table = twin.table
-        for n, v in init["values"].items():
-            table[n][...] = v
-            table.quality(n)[...] = init["quality"][n]
-        ctl = RemoteControl(twin, conn, init)
-        server = Server(spec["host"], spec["port"], **spec["server_kwargs"])
-        server.listen_socket = _reuse_socket(spec["host"], spec["port"], listen=True)
-        server.session = init["session"]
-        server.worker = index
-        if init["ingest_keys"] is not None:
-            server.ingest = RemoteIngest(ctl, init["ingest_keys"])
-        server.start_control(twin, ctl)
-        with ctl.send_lock:
-            conn.send_bytes(pickle.dumps(("ready", index)))
+        server, ctl = _start(index, conn, spec)
     except Exception as exc:  # reported to the twin process, which refuses to start
         try:
             conn.send_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}")))
         finally:
             return
+    next_stats = 0.0
     try:
         while True:
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + STATS_INTERVAL
+                server.post(_send_stats, server, ctl)
             try:
+                if not conn.poll(STATS_INTERVAL):
+                    continue
                 msg = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break
             kind = msg[0]
             if kind == "frame":
-                _, seq, (tick, sim_time, wall_time, changes), last, paused, encoded = msg
+                _, seq, (tick, sim_time, wall_time, changes), last, paused, encoded, alarms, events, fresh = msg
                 frame = Frame.make(tick, sim_time, wall_time, {n: Change.make(*c) for n, c in changes.items()})
-                ctl._tick, ctl._sim_time, ctl._paused = max(ctl._tick, int(tick)), float(sim_time), bool(paused)
-                server.feed(frame, last, seq, encoded)
+                ctl.status(tick, paused, sim_time)
+                server.feed(frame, last, seq, encoded, alarms)
+                for ev in events:
+                    server.post(_event, server, *ev)
+                if fresh is not None:
+                    server.post(server.freshness.publish, fresh)
             elif kind == "reply":
                 ctl.resolve(msg)
+            elif kind == "event":  # another worker's clients' command
+                server.post(_event, server, *msg[1:])
+            elif kind == "structure":
+                if server.structure is not None:
+                    server.post(server.structure._on_structure, msg[1], msg[2])
+            elif kind == "status":
+                ctl.status(msg[1], msg[2])
+            elif kind == "clients?":
+                try:
+                    infos = _on_loop(server, server.local_clients)
+                except Exception:
+                    infos = []
+                ctl.send(("clients!", msg[1], infos))
             elif kind == "stop":
                 break
     finally:
         try:
-            with ctl.send_lock:
-                conn.send_bytes(pickle.dumps(("stats", dict(server.stats()))))
-        except (OSError, ValueError):
+            ctl.send(("stats", _stats(server)))
+        except (OSError, ValueError, RuntimeError):
             pass
         server.close()

@@ -4,7 +4,9 @@ to some of them (message ``freshness``, :mod:`._freshness_message`).
 
 The ages and reasons are read on the tick thread, in the server's ``consume`` (the engine's
 ``freshness()`` and ``quality_reason()`` are tick-thread state); the per-client messages are
-built on the server's loop thread. Fan-out workers (no engine in their process) send none.
+built on the server's loop thread. With fan-out (``serve --fanout-procs``) the hub reads them in the
+twin process (:meth:`FreshnessPublisher.read`) and ships them with the frame; each worker's server
+builds its clients' messages from them (:meth:`FreshnessPublisher.publish`).
 """
 
 from __future__ import annotations
@@ -49,9 +51,17 @@ class FreshnessPublisher:
 
     # -- tick thread ---------------------------------------------------------------------------
     def tick(self) -> None:
-        now = time.monotonic()
-        if now < self._next or self.server.loop is None or not self.server.sessions:
+        if self.server.loop is None or not self.server.sessions:
             return
+        payload = self.read()
+        if payload is not None:
+            self.server.post(self.publish, payload)  # after the frame of this tick
+
+    def read(self) -> tuple | None:
+        """Tick thread: the ages and reasons of the fed entries, at most every ``interval`` s (else None)."""
+        now = time.monotonic()
+        if now < self._next:
+            return None
         self._next = now + self.interval
         ctx = self.ctx
         table = ctx.table
@@ -68,12 +78,8 @@ class FreshnessPublisher:
             for r in fed[q != 0].tolist():
                 reasons[int(chan.offset) + r] = ctx.quality_reason(table.prims[int(chan.prim_index[r])], ch)
         if not groups:
-            return
-        payload = (int(ctx.tick_count), float(ctx.sim_time), groups, reasons)
-        try:
-            self.server.loop.call_soon_threadsafe(self.publish, payload)
-        except RuntimeError:  # loop closed meanwhile
-            pass
+            return None
+        return (int(ctx.tick_count), float(ctx.sim_time), groups, reasons)
 
     # -- loop thread ---------------------------------------------------------------------------
     def publish(self, payload: tuple) -> None:

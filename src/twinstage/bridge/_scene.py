@@ -31,6 +31,30 @@ def color_by(table: Any, prim_index: int) -> int:
     return min(candidates)[2] if candidates else -1
 
 
+def color_by_all(table: Any) -> list[int]:
+    """:func:`color_by` of every prim in one pass per channel (the per-prim search was quadratic:
+    ~5e12 compares at 1M machines). Channels in name order, a strictly lower rank wins: the
+    same (rank, name) minimum as :func:`color_by`."""
+    best = np.full(len(table.prims), np.inf)
+    out = np.full(len(table.prims), -1, dtype=np.int64)
+    for name in sorted(table.channels):
+        ch = table.channels[name]
+        if ch.type not in ("float", "int") or not len(ch.prim_index):
+            continue
+        prims, rows = np.unique(np.asarray(ch.prim_index, dtype=np.int64), return_index=True)  # each prim's first row
+        ok = np.isfinite(np.asarray(ch.lo, dtype=np.float64)[rows]) & np.isfinite(np.asarray(ch.hi, dtype=np.float64)[rows])
+        prims, rows = prims[ok], rows[ok]
+        if name in _COLOR_HINTS:
+            rank = np.full(len(rows), float(_COLOR_HINTS.index(name)))
+        else:
+            role = np.asarray(ch.role, dtype=object)[rows]
+            rank = len(_COLOR_HINTS) + np.where(np.isin(role, ["state", "measured"]), 0.0, 1.0)
+        better = rank < best[prims]
+        best[prims[better]] = rank[better]
+        out[prims[better]] = ch.offset + rows[better]
+    return out.tolist()
+
+
 def _vec(v: Any) -> list[float]:
     return [round(float(c), 6) for c in v]
 
@@ -77,10 +101,11 @@ class SceneInfo:
                 per_prim.setdefault(pi, []).append(ch.offset + r)
         out = []
         assets = getattr(twin, "assets", {}) or {}
+        colors = color_by_all(table)
         for pi, path in enumerate(table.prims):
             a = assets.get(path)
             out.append(self.prim(path, kind=getattr(a, "kind", "") or "", asset_id=getattr(a, "asset_id", "") or "", model=getattr(a, "model", "") or "",
-                                 color_index=color_by(table, pi), attributes=sorted(per_prim.get(pi, []))))
+                                 color_index=colors[pi], attributes=sorted(per_prim.get(pi, []))))
         return out
 
 
@@ -92,5 +117,6 @@ def plain_prims(twin: Any) -> list[dict[str, Any]]:
         for r, pi in enumerate(ch.prim_index.tolist()):
             per_prim.setdefault(pi, []).append(ch.offset + r)
     z = [0.0, 0.0, 0.0]
-    return [{"path": p, "kind": "", "assetId": "", "model": "", "position": z, "origin": z, "center": z, "size": z, "colorBy": color_by(table, i),
+    colors = color_by_all(table)
+    return [{"path": p, "kind": "", "assetId": "", "model": "", "position": z, "origin": z, "center": z, "size": z, "colorBy": colors[i],
              "attributes": sorted(per_prim.get(i, []))} for i, p in enumerate(table.prims)]

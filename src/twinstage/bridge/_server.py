@@ -25,7 +25,9 @@ from ._control import TwinControl
 from ._hello import HelloBuilder
 from ._jsonio import parse_json, wire  # noqa: F401  (parse_json: re-exported for older imports)
 from ._messages import Event
+from ._twin_errors import ErrorWatch
 from ._scenario import ScenarioRunner, ScenarioStep  # noqa: F401
+from ._server_calls import TwinCalls
 from ._state import Mirror, Ring, Selection
 from .infra.auth import Auth, Token, load_tokens, redacting_logger
 from .infra.listener import Listener
@@ -33,7 +35,7 @@ from .infra.listener import Listener
 log = logging.getLogger("twinstage.bridge")
 
 
-class Server:
+class Server(TwinCalls):
     """Websocket bridge; add it to a twin as a sink: ``twin.add_sink(Server(port=8765))``.
 
     ``tokens``: :class:`Token` objects or ``"NAME:ROLE:SECRET"`` strings (roles viewer,
@@ -106,7 +108,7 @@ class Server:
         self.max_behind = int(max_behind)
         self.max_control_queue = int(max_control_queue)
         self.ring = Ring(ring_frames)
-        self.scenarios = ScenarioRunner(scenarios, self.broadcast_event)
+        self.scenarios = ScenarioRunner(scenarios, self._scenario_event)
         self.http_dir = Path(http_dir).resolve() if http_dir else None
         self.foxglove_rate = float(foxglove_rate)
         self.ping_interval = ping_interval
@@ -143,7 +145,10 @@ class Server:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.structure: Any = None
         self.hello_builder: HelloBuilder | None = None
-        self._last_error: Any = None
+        self._errors: ErrorWatch | None = None
+        #: a fan-out worker: events of its clients' commands go to the other workers' clients too
+        self.relay: Callable[[str, str, str, int, float], None] | None = None
+        self.id_base, self.id_stride = 0, 1  # a fan-out worker numbers its clients base+1, base+1+stride, …
 
     # -- Sink protocol -------------------------------------------------------------------------
     def start(self, twin: Any) -> None:
@@ -165,14 +170,14 @@ class Server:
         self.twin, self.control = twin, control
         self.session = self.session or uuid.uuid4().hex
         self.mirror = Mirror(control.table)
-        self.mirror.alarm_flags = alarm_flags(control.table, control.stage)
+        # a fan-out worker gets its alarms with the frames (derived once, in the twin process)
+        self.mirror.alarm_flags = {} if getattr(control, "remote", False) else alarm_flags(control.table, control.stage)
         self.mirror.tick, self.mirror.sim_time = control.tick, control.sim_time
         if control.stage is not None:
             from ._structure import StructureTracker
 
             self.structure = StructureTracker(self, control.stage)
-        errors = control.errors()
-        self._last_error = errors[-1] if errors else None
+        self._errors = ErrorWatch(control.errors())
         self.hello_builder = HelloBuilder(self)
         self.hold_after = self.hold_after_ticks * control.tick_seconds
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="twinstage-bridge-cmd")
@@ -189,19 +194,28 @@ class Server:
         """Hand the Frame to the loop thread; never blocks the tick (applies a requested pause)."""
         if self.closed or self.loop is None:
             return
-        self._enqueue((frame, self.control.on_tick() if self.control is not None else False))
+        self.post(self._on_frame, frame, self.control.on_tick() if self.control is not None else False)
+        if self._errors is not None and self.control is not None:  # read here: each error goes with the frame of its tick
+            errors = self._errors.new(self.control.errors())
+            if errors:
+                self.post(self._twin_errors, errors, frame.tick, frame.sim_time)
         if self.freshness is not None:
             self.freshness.tick()
+        if self.scenarios.running:  # on the tick thread: what is due enters the next tick
+            self.scenarios.advance(frame)
 
-    def feed(self, frame: Any, last: bool, seq: int, encoded: dict | None = None) -> None:
+    def feed(self, frame: Any, last: bool, seq: int, encoded: dict | None = None, alarms: tuple | None = None) -> None:
         """A fan-out worker's frame: numbered (``seq``) and flagged ``last`` by the twin process, with the
-        payloads it already encoded (``{(selection key, encoding): bytes}``; sessions reuse them)."""
-        if not self.closed and self.loop is not None:
-            self._enqueue((frame, last, seq, encoded))
+        payloads it already encoded (``{(selection key, encoding): bytes}``; sessions reuse them) and its
+        alarms (``([(channel, row, text)], how many more)``, derived there)."""
+        self.post(self._on_frame, frame, last, seq, encoded, alarms)
 
-    def _enqueue(self, item: tuple) -> None:
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread, in order with the frames (any thread; never blocks)."""
+        if self.closed or self.loop is None:
+            return
         with self._inbox_lock:
-            self._inbox.append(item)
+            self._inbox.append((fn, args))
             if self._inbox_scheduled:
                 return
             self._inbox_scheduled = True
@@ -246,7 +260,7 @@ class Server:
 
     def next_client_id(self) -> int:
         self._client_ids += 1
-        return self._client_ids
+        return self.id_base + (self._client_ids - 1) * self.id_stride + 1
 
     def hello(self, role: str, user: str, layout: str = "rows") -> str:
         assert self.hello_builder is not None
@@ -290,19 +304,20 @@ class Server:
             items = list(self._inbox)
             self._inbox.clear()
             self._inbox_scheduled = False
-        for frame, last, *seq in items:  # seq: given by a fan-out worker's feed (the twin process numbers frames)
+        for fn, args in items:
             try:
-                self._on_frame(frame, last, *seq)
+                fn(*args)
             except Exception:
-                log.exception("bridge: handling frame %s failed", getattr(frame, "tick", "?"))
+                log.exception("bridge: %s failed", getattr(fn, "__name__", fn))
 
-    def _on_frame(self, frame: Any, last: bool = False, seq: int | None = None, encoded: dict | None = None) -> None:
+    def _on_frame(self, frame: Any, last: bool = False, seq: int | None = None, encoded: dict | None = None,
+                  alarms: tuple | None = None) -> None:
         mirror = self.mirror
         assert mirror is not None
         self.seq = self.seq + 1 if seq is None else int(seq)
         seq = self.seq
         self.merged_cache.clear()
-        alarms, extra = derive_alarms(mirror, seq, frame)
+        alarms, extra = derive_alarms(mirror, seq, frame) if alarms is None else alarms
         mirror.apply(frame, seq)
         entry = self.ring.append(seq, frame)
         if encoded:
@@ -313,7 +328,8 @@ class Server:
             for s in list(self.sessions):
                 s.on_alarm(name, row, text)
         if extra:
-            self.broadcast_event("alarms", f"{extra} more alarm transitions in tick {frame.tick} not sent individually", tick=frame.tick)
+            self.broadcast_event("alarms", f"{extra} more alarm transitions in tick {frame.tick} not sent individually", tick=frame.tick,
+                                 sim_time=frame.sim_time, relay=False)
         if self._tick_waiters:
             keep = []
             for target, fut in self._tick_waiters:
@@ -329,30 +345,31 @@ class Server:
                 if not fut.done():
                     fut.set_result(frame.tick)
             self._pause_waiters = []
-        if self.scenarios.running:
-            self.scenarios.advance(frame)
-        self._twin_errors(frame)
 
-    def _twin_errors(self, frame: Any) -> None:
-        assert self.control is not None
-        errors = self.control.errors()
-        if not errors or errors[-1] is self._last_error:
-            return
-        new = []
-        for e in reversed(errors):
-            if e is self._last_error:
-                break
-            new.append(e)
-        self._last_error = errors[-1]
-        for e in reversed(new[-20:]):
-            self.broadcast_event("error", str(e), tick=frame.tick)
+    def _scenario_event(self, kind: str, message: str, *, user: str = "", tick: int | None = None) -> None:
+        """The scenario runner's events: from the loop thread (start) at once, from the tick thread (advance) after the frame."""
+        if self._thread is not None and threading.get_ident() == self._thread.ident:
+            self.broadcast_event(kind, message, user=user, tick=tick)
+        else:
+            self.post(lambda: self.broadcast_event(kind, message, user=user, tick=tick))
 
-    def broadcast_event(self, kind: str, message: str, *, user: str = "", tick: int | None = None) -> None:
+    def _twin_errors(self, errors: list[str], tick: int, sim_time: float) -> None:
+        for text in errors:
+            self.broadcast_event("error", text, tick=tick, sim_time=sim_time, relay=False)
+
+    def broadcast_event(self, kind: str, message: str, *, user: str = "", tick: int | None = None, sim_time: float | None = None,
+                        relay: bool = True) -> None:
+        """An ``event`` to every client (``tick``/``sim_time``: the mirror's unless given); a fan-out worker
+        also relays it to the other workers' clients (``relay``)."""
         mirror = self.mirror
         assert mirror is not None
-        text = wire(Event(tick=mirror.tick if tick is None else tick, sim_time=mirror.sim_time, kind=kind, message=message, user=user))
+        tick = mirror.tick if tick is None else tick
+        sim_time = mirror.sim_time if sim_time is None else sim_time
+        text = wire(Event(tick=tick, sim_time=sim_time, kind=kind, message=message, user=user))
         for s in list(self.sessions):
             s.on_event(text)
+        if relay and self.relay is not None:
+            self.relay(kind, message, user, tick, sim_time)
 
     def selection(self, prefixes: Sequence[str], attributes: Sequence[str]) -> Selection:
         key = (tuple(sorted(set(prefixes))), tuple(sorted(set(attributes))))
@@ -363,44 +380,6 @@ class Server:
                 self._selections.clear()
             sel = self._selections[key] = Selection(self.mirror, prefixes, attributes)
         return sel
-
-    # -- twin calls (loop thread → command thread) -------------------------------------------------
-    async def call_twin(self, fn: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        assert self._executor is not None
-        fut = loop.run_in_executor(self._executor, fn, *args)
-        return await asyncio.wait_for(fut, self.command_timeout)
-
-    async def wait_tick(self, target: int, timeout: float | None = None) -> int:
-        """Wait until the frame of tick ``target`` has been handed to every session."""
-        mirror = self.mirror
-        assert mirror is not None
-        if mirror.tick >= target:
-            return mirror.tick
-        fut = asyncio.get_running_loop().create_future()
-        self._tick_waiters.append((target, fut))
-        return await asyncio.wait_for(fut, timeout or self.command_timeout)
-
-    async def pause(self) -> int:
-        """Pause the twin at the end of its next tick; returns the last tick (its frame handed to every session)."""
-        ctl = self.control
-        assert ctl is not None and self.mirror is not None
-        if ctl.paused:
-            await self.call_twin(ctl.request_pause)
-            await self.call_twin(ctl.pause_now)
-            return self.mirror.tick
-        fut = asyncio.get_running_loop().create_future()
-        self._pause_waiters.append(fut)
-        ctl.request_pause()
-        try:  # a ticking twin pauses itself at the end of its next tick
-            return await asyncio.wait_for(asyncio.shield(fut), min(self.command_timeout / 2, 3 * ctl.tick_seconds + 0.25))
-        except (asyncio.TimeoutError, TimeoutError):
-            pass
-        if await self.call_twin(ctl.pause_now):  # nobody ticks it: paused here
-            if fut in self._pause_waiters:
-                self._pause_waiters.remove(fut)
-            return await self.wait_tick(ctl.tick)
-        return await asyncio.wait_for(fut, self.command_timeout)
 
 
 def serve(twin: Any, host: str = "127.0.0.1", port: int = 8765, **kwargs: Any) -> Server:

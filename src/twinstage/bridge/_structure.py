@@ -38,16 +38,18 @@ class StructureTracker:
     def _on_stage_changed(self, notice: Any, stage: Any) -> None:
         """USD change notice (in the editing thread): hand added/removed prims to the loop."""
         server = self.server
-        if server.closed or server.loop is None:
+        if server.closed:
             return
         try:
             from pxr import Sdf, Usd
 
             resynced = list(notice.GetResyncedPaths())
             paths = [p for p in resynced if p.IsPrimPath() and p != Sdf.Path.absoluteRootPath]
-            touched = {str(p.GetPrimPath()) for p in resynced + list(notice.GetChangedInfoOnlyPaths())
-                       if p.IsPropertyPath() and (p.name.startswith("xformOp") or p.name in _SHAPE_PROPS)}
-            touched &= self.runtime
+            touched: set[str] = set()
+            if self.runtime:  # every tick's live writes come through here: 17 % of `serve`'s CPU at 10k assets when done with no runtime prims
+                touched = {str(p.GetPrimPath()) for p in resynced + list(notice.GetChangedInfoOnlyPaths())
+                           if p.IsPropertyPath() and (p.name.startswith("xformOp") or p.name in _SHAPE_PROPS)}
+                touched &= self.runtime
             if not paths and not touched:
                 return
             info = SceneInfo(stage)
@@ -72,9 +74,13 @@ class StructureTracker:
                 if sp not in added and stage.GetPrimAtPath(sp):
                     added[sp] = info.prim(sp)
             if added or removed:
-                server.loop.call_soon_threadsafe(self._on_structure, list(added.values()), removed)
+                self.deliver(list(added.values()), removed)
         except Exception:
             log.exception("bridge: reading a stage change failed")
+
+    def deliver(self, added: list[dict], removed: list[str]) -> None:
+        """Hand a change to the server's loop (the fan-out hub sends it to its workers instead)."""
+        self.server.post(self._on_structure, added, removed)
 
     def _on_structure(self, added: list[dict], removed: list[str]) -> None:
         for r in removed:

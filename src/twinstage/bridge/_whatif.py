@@ -101,11 +101,14 @@ async def handle_whatif(session: Any, msg: Any) -> str:
     role = session.role or "viewer"
     if RANK[role] < RANK["operator"]:
         return error("forbidden", f"role {role!r} may not run what-if predictions (operator or admin needed)", msg.id, "whatif")
+    remote = getattr(server.control, "whatif", None)
+    if remote is not None:  # a fan-out worker: the twin process predicts (bridge/_fanout_remote.py)
+        return await remote(session, msg)
     from ..runtime._fork import engine_of
 
     twin = engine_of(getattr(server.control, "twin", None))
     if twin is None:
-        return error("not_found", "what-if needs the twin in this process (not available from a fan-out worker)", msg.id, "whatif")
+        return error("not_found", "what-if needs the twin's engine in the server's process (this server was started without one)", msg.id, "whatif")
     for i, ev in enumerate(msg.events):
         bad = [k for k in _HEADLESS_ONLY if k in ev]
         if bad:
