@@ -74,3 +74,21 @@ def test_pause_and_resume_of_a_twin_that_does_not_tick_reach_every_worker(pump_s
         arun(go(), timeout=120)
     finally:
         twin.close()
+
+
+def test_workers_get_the_serve_process_log_format_and_level():
+    import logging
+
+    from twinstage.bridge._fanout import _log_setup
+    from twinstage.observability import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("json", level=logging.INFO)
+        assert _log_setup() == ("json", logging.INFO)
+        configure_logging("text", level=logging.WARNING)
+        assert _log_setup() == ("text", logging.WARNING)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

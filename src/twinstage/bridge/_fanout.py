@@ -143,7 +143,8 @@ class FanoutHub(HubCalls):
                 "tick": ctl.tick, "sim_time": ctl.sim_time, "paused": ctl.paused, "session": self.session, "procs": self.procs,
                 "ingest_keys": list(self.ingest.keys) if self.ingest is not None else None}
         mp = multiprocessing.get_context("spawn")
-        spec = {"scene": self.scene, "open_kwargs": self.open_kwargs, "server_kwargs": self.server_kwargs, "host": self.host, "port": self.port}
+        spec = {"scene": self.scene, "open_kwargs": self.open_kwargs, "server_kwargs": self.server_kwargs, "host": self.host, "port": self.port,
+                "log": _log_setup()}
         for i in range(self.procs):
             mine, theirs = mp.Pipe(duplex=True)
             proc = mp.Process(target=_worker_main, args=(i, theirs, spec), name=f"twinstage-fanout-{i}", daemon=True)
@@ -221,3 +222,12 @@ class FanoutHub(HubCalls):
 
 
 __all__ = ["FanoutHub", "MERGE_AFTER", "merge_frames"]
+
+
+def _log_setup() -> tuple[str, int]:
+    """The serve process's log format and level, for the workers (spawned: they start unconfigured)."""
+    from ..observability._logs import JsonFormatter
+
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) else "text"
+    return fmt, root.getEffectiveLevel()

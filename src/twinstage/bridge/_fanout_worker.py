@@ -88,6 +88,10 @@ def _start(index: int, conn: Any, spec: dict[str, Any]) -> tuple[Any, RemoteCont
 
 def _worker_main(index: int, conn: Any, spec: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the twin process, which stops the workers
+    if spec.get("log"):  # the serve process's format and level (a worker's warnings name their level and logger)
+        from ..observability._logs import configure_logging
+
+        configure_logging(spec["log"][0], level=spec["log"][1])
     try:
         from ..state import Change, Frame
 
