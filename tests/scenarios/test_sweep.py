@@ -78,7 +78,9 @@ def test_local_workers_and_dask_give_identical_results(inline_sweep):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
         dask = run_sweep(spec, d / "dasked", grid=GRID, scheduler=cluster.scheduler_address, progress=False)
     assert dask.executor == "dask"
-    for name in ("local1", "local2", "dasked"):
+    own = run_sweep(spec, d / "dask_own", grid=GRID, scheduler="local:2", progress=False)  # the tuned cluster run_sweep starts itself
+    assert own.executor == "dask[local:2]" and not own.failed
+    for name in ("local1", "local2", "dasked", "dask_own"):
         other = _table(d / name)
         assert other.equals(base), name  # bit-identical metrics, statuses, provenance and recording hashes
     assert base["recording_sha256"].str.len().eq(64).all() and base["recording_sha256"].nunique() == 6
@@ -128,6 +130,9 @@ def test_cli_sweep_and_unreachable_scheduler(tmp_path):
     p = subprocess.run([sys.executable, "-m", "twinstage", "sweep", str(spec), "--grid", "Valve1.opening=0.5:1.0:2", "--scheduler",
                         f"tcp://127.0.0.1:{port}", "--connect-timeout", "2", "-o", str(tmp_path / "never")], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "cannot reach the Dask scheduler" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "twinstage", "sweep", str(spec), "--grid", "Valve1.opening=0.5", "--scheduler", "local:0",
+                        "-o", str(tmp_path / "never")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "'local:0'" in p.stderr and "local:N" in p.stderr and "Traceback" not in p.stderr
     with pytest.raises(SweepError):
         run_sweep(spec, tmp_path / "never", grid={"Valve1.opening": [1.0]}, scheduler=f"tcp://127.0.0.1:{port}", connect_timeout=1, progress=False)
 
@@ -154,3 +159,43 @@ def test_dask_worker_death_fails_that_run_only(tmp_path):
     rows = {r["index"]: r for r in res.rows}
     assert rows[0]["status"] == "ok"
     assert rows[1]["status"] == "failed" and "worker process died" in rows[1]["error"] and "KilledWorker" in rows[1]["error"]
+
+
+def test_sweep_cluster_is_tuned_and_preload_tunes_any_worker():
+    """local_cluster(): no profiler, relaxed monitors, glibc's own trimming, twinstage imported at worker
+    start, and the nannies' environment variables not left in this process; the same preload on a stock
+    cluster (what `dask worker --preload twinstage.scenarios._dask` does) removes the profiler too."""
+    import os
+
+    from distributed import Client, LocalCluster
+
+    from twinstage.scenarios._dask import local_cluster
+
+    def probe(dask_worker):
+        import sys
+
+        import dask
+
+        return {"profile": "profile" in dask_worker.periodic_callbacks, "tick_ms": dask_worker.periodic_callbacks["tick"].callback_time,
+                "profile_cfg": dask.config.get("distributed.worker.profile.enabled"), "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                "runtime": "twinstage.runtime" in sys.modules and "pxr" in sys.modules}
+
+    env = dict(os.environ)
+    with local_cluster(2) as cluster, Client(cluster.scheduler_address, set_as_default=False) as c:
+        seen = c.run(probe)
+        assert dict(os.environ) == env  # OMP_NUM_THREADS etc. went to the workers only
+    assert len(seen) == 2
+    for v in seen.values():
+        assert v == {"profile": False, "tick_ms": 1000, "profile_cfg": False, "trim": env.get("MALLOC_TRIM_THRESHOLD_"), "runtime": True}, v
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster.scheduler_address, set_as_default=False) as c:
+        stock = next(iter(c.run(probe).values()))
+        assert stock["profile"] and stock["tick_ms"] == 20 and not stock["runtime"]  # what a stock worker does
+    os.environ.clear()
+    os.environ.update(env)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      preload=["twinstage.scenarios._dask"]) as cluster, Client(cluster.scheduler_address, set_as_default=False) as c:
+        tuned = next(iter(c.run(probe).values()))
+        assert not tuned["profile"] and tuned["tick_ms"] == 1000 and tuned["runtime"]
+    os.environ.clear()
+    os.environ.update(env)

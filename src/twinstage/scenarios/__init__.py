@@ -5,7 +5,8 @@
     assert result.passed, result.report()
 
 Sweeps (:func:`run_sweep`) run a spec over a grid or seeded samples of its
-parameters on local worker processes or a Dask cluster; :func:`compare_runs`
+parameters on local worker processes or a Dask cluster (:func:`local_cluster`
+starts one tuned for sweeps); :func:`compare_runs`
 diffs two runs. Nothing heavy is imported until a name is used.
 """
 
@@ -23,6 +24,7 @@ _LAZY = {
     "plan_for": ("twinstage.scenarios._runner", "plan_for"),
     "Script": ("twinstage.scenarios._script", "Script"),
     "run_sweep": ("twinstage.scenarios._sweep", "run_sweep"),
+    "local_cluster": ("twinstage.scenarios._dask", "local_cluster"),
     "sweep_points": ("twinstage.scenarios._points", "sweep_points"),
     "compare_runs": ("twinstage.scenarios._compare", "compare_runs"),
     "whatif": ("twinstage.scenarios._whatif", "whatif"),

@@ -17,7 +17,8 @@ def add_parsers(sub: Any, *, count: Any) -> None:
     s.add_argument("--method", choices=("lhs", "random"), help="sampling method (default lhs)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (each run's model seed is the spec's)")
     s.add_argument("--workers", type=count, default=1, help="local worker processes (0: in this process; default 1)")
-    s.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask distributed scheduler instead")
+    s.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask distributed scheduler instead "
+                   "(local or local:N: start a Dask LocalCluster of N workers, tuned for sweeps, for this sweep)")
     s.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach the scheduler (default 5)")
     s.add_argument("-o", "--out", required=True, metavar="DIR", help="results.parquet + runs/<id>/recording.usdc go here")
     s.add_argument("--no-progress", action="store_true")

@@ -2,7 +2,8 @@
 
 Every point is checked against the scene before anything runs. Runs go to a
 ``ProcessPoolExecutor`` (forkserver: workers fork from a server that has imported
-twinstage and pxr once) or, given ``scheduler="tcp://…"``, to a Dask cluster. A
+twinstage and pxr once) or, given ``scheduler="tcp://…"``, to a Dask cluster
+(``"local:N"``: one started for the sweep; :mod:`._dask`). A
 run that raises is a failed row; a worker that dies mid-run breaks the local pool:
 the runs it was running are retried one by one in isolated child processes, so the
 one that kills its process is marked failed with its exit status and the rest
@@ -21,14 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ._dask import PRELOAD, SweepError, local_cluster, parse_local, run_dask
 from ._points import sweep_points
 from ._runner import plan_for
 from ._spec import ScenarioSpec, load_spec
 from ._worker import child_entry, failed_row, run_id, run_task
 
-
-class SweepError(RuntimeError):
-    """The sweep cannot run at all (e.g. the Dask scheduler cannot be reached)."""
+__all__ = ["Progress", "SweepError", "SweepResult", "build_tasks", "run_sweep", "write_table"]
 
 
 class Progress:
@@ -108,13 +108,16 @@ def run_sweep(spec: ScenarioSpec | str | Path, out: str | Path, *, grid: dict[st
     ``grid``: ``{"Valve2.opening": [0.2, 0.6, 1.0]}`` (or ``"lo:hi:n"`` text); ``ranges``:
     ``{"pump_loop.motor_tau": (600, 1200)}`` sampled ``samples`` times (``lhs``/``random``,
     seeded by ``seed``). Defaults come from the spec's ``[sweep]`` table. ``workers=0``
-    runs in this process; ``scheduler`` sends the runs to that Dask scheduler.
+    runs in this process; ``scheduler`` sends the runs to that Dask scheduler (``tcp://…``), or
+    ``"local"`` / ``"local:N"`` starts a Dask ``LocalCluster`` of N (2) workers for this sweep
+    (:func:`~twinstage.scenarios.local_cluster`).
     ``progress``: True for the stderr bar, or a callback ``(done, total, failed)``; ``on_progress``:
     such a callback beside the bar (e.g. ``MetricsSink.sweep_progress``).
     ``kill_runs``: fault injection — the workers running these point indices die (``os._exit(137)``).
     """
     from ._points import parse_values
 
+    n_local = parse_local(scheduler) if scheduler else None
     if not isinstance(spec, ScenarioSpec):
         spec = load_spec(spec)
     g = {k: parse_values(v, f"{spec.where()}: sweep.grid.{k}") for k, v in (grid if grid is not None else spec.sweep.grid).items()}
@@ -128,7 +131,7 @@ def run_sweep(spec: ScenarioSpec | str | Path, out: str | Path, *, grid: dict[st
     tasks = build_tasks(spec, points, out, cache_dir=cache_dir)
     for t in tasks:
         t["kill"] = t["index"] in kill_runs
-    res = SweepResult(out, executor="dask" if scheduler else ("inline" if workers == 0 else f"local[{workers}]"))
+    res = SweepResult(out, executor=(f"dask[local:{n_local}]" if n_local else "dask") if scheduler else ("inline" if workers == 0 else f"local[{workers}]"))
     bar = Progress(len(tasks), enabled=progress is True)
     callbacks = [c for c in (progress if callable(progress) else None, on_progress) if c is not None]
 
@@ -148,8 +151,11 @@ def run_sweep(spec: ScenarioSpec | str | Path, out: str | Path, *, grid: dict[st
         else:
             (Path(t["out"]) / "runs" / t["run_id"] / ".started").unlink(missing_ok=True)
             todo.append(t)
-    if scheduler:
-        _run_dask(todo, scheduler, done, connect_timeout)
+    if n_local is not None:
+        with local_cluster(n_local) as cluster:
+            run_dask(todo, cluster.scheduler_address, done, connect_timeout)
+    elif scheduler:
+        run_dask(todo, scheduler, done, connect_timeout)
     elif workers == 0:
         if kill_runs:
             raise ValueError("kill_runs needs worker processes (workers >= 1 or a scheduler)")
@@ -190,7 +196,7 @@ def _context() -> Any:
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["twinstage.scenarios._worker", "twinstage.scenarios._runner", "twinstage.runtime"])
+        ctx.set_forkserver_preload(list(PRELOAD))
     return ctx
 
 
@@ -244,44 +250,3 @@ def _run_isolated(task: dict[str, Any], ctx: Any, done: Callable[..., None]) -> 
     code = p.exitcode
     how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
     done(failed_row(task, f"worker process died while running this run ({how})"))
-
-
-def _run_dask(tasks: list[dict[str, Any]], address: str, done: Callable[..., None], timeout: float) -> None:
-    """Runs on a Dask cluster. A worker that dies takes the tasks queued on it down too (Dask
-    counts them all as suspects); a run that ends in ``KilledWorker`` is therefore retried once,
-    alone in the queue's order, and only a second ``KilledWorker`` marks it failed."""
-    import itertools
-
-    try:
-        from distributed import Client, as_completed
-        from distributed.scheduler import KilledWorker
-    except ImportError:
-        raise SweepError("--scheduler needs dask[distributed]: pip install 'twinstage[scenarios]'") from None
-    try:
-        client = Client(address, timeout=f"{timeout}s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise SweepError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {exc}") from None
-    serial = itertools.count()
-    nonce = f"{os.getpid():x}-{time.monotonic_ns() & 0xffffff:x}"
-
-    def submit(t: dict[str, Any]) -> Any:
-        return client.submit(run_task, t, key=f"twinstage-run-{t['run_id']}-{nonce}-{next(serial)}", pure=False)
-
-    try:
-        futs = {submit(t): (t, 0) for t in tasks}
-        queue = as_completed(list(futs), loop=client.loop)
-        for fut in queue:
-            t, tries = futs.pop(fut)
-            try:
-                done(fut.result())
-            except KilledWorker as exc:
-                if tries == 0:
-                    retry = submit(t)
-                    futs[retry] = (t, 1)
-                    queue.add(retry)
-                else:
-                    done(failed_row(t, f"worker process died while running this run (KilledWorker: {exc})"))
-            except Exception as exc:  # the run's own error, raised in the worker
-                done(failed_row(t, f"{type(exc).__name__}: {exc}"))
-    finally:
-        client.close()
