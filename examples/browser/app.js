@@ -4,7 +4,8 @@
 // State for scripts and tests lives in window.twin.
 import * as THREE from './vendor/three.module.js';
 import { adoptNode, loadSceneGlb } from './gltf.js';
-import { decodeBinary, formatUnit, ramp } from './protocol.js';
+import { decodeBinary, formatUnit, partOf, ramp } from './protocol.js';
+import { createWhatIf } from './whatif.js';
 
 const params = new URLSearchParams(location.search);
 const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
@@ -25,6 +26,7 @@ const twin = window.twin = {
   command: (command, steps = 0) => request({ type: 'command', command, steps, scenario: '' }),
   value, render: () => renderOnce(), pixelStats, partPixels, colorOf, formatUnit,
 };
+const whatif = twin.whatif = createWhatIf(twin);  // what-if panel + forecast chart (whatif.js)
 
 // ---- why we are not connected: one line a person can act on ---------------------------
 function notify(reason, text) {
@@ -155,12 +157,15 @@ function value(prim, attribute) {
 }
 
 function apply(kind, f) {
-  if (kind === 'snapshot') { twin.known.fill(0); twin.snapshots++; twin.status = 'live'; }
-  else {
-    twin.deltas++;
+  const { first, last } = partOf(f);  // a big message comes in parts: entries as they arrive, seq once complete
+  if (kind === 'snapshot') {
+    if (first) twin.known.fill(0);
+    if (last) { twin.snapshots++; twin.status = 'live'; }
+  } else if (first) {
     if (twin.seq && f.seq !== twin.seq + 1) twin.gaps++;
     twin.merged += Math.max(0, f.merged - 1);
   }
+  if (kind !== 'snapshot' && last) twin.deltas++;
   for (let k = 0; k < f.indices.length; k++) {
     const i = f.indices[k];
     twin.values[i] = f.values[k]; twin.quality[i] = f.quality[k]; twin.known[i] = 1;
@@ -176,8 +181,9 @@ function apply(kind, f) {
                         p.origin[2] + f.vec3Values[3 * k + 2] + c[2]);
     }
   }
-  twin.seq = f.seq; twin.tick = f.tick; twin.simTime = f.simTime; twin.wallTime = f.wallTime;
+  if (last) { twin.seq = f.seq; twin.tick = f.tick; twin.simTime = f.simTime; twin.wallTime = f.wallTime; }
   recolour();
+  whatif.onState();
   dirtyTable = true;
 }
 
@@ -206,7 +212,7 @@ function buildTable(hello) {
     tr.dataset.path = p.path;
     tr.insertCell().textContent = p.path.split('/').pop();
     const v = tr.insertCell(); v.className = 'v';
-    tr.onclick = () => { selected = p; dirtyTable = true; };
+    tr.onclick = () => { selected = p; dirtyTable = true; whatif.select(p); };
   }
 }
 function updateTable() {
@@ -272,6 +278,7 @@ function onMessage(ev) {
       const ok = m.role === 'operator' || m.role === 'admin';
       for (const b of ['pause', 'resume', 'step', 'setButton']) document.getElementById(b).disabled = !ok;
       buildSetForm(m);
+      whatif.onHello(m, ok);
       if (token && !m.user) break;  // our auth message is still on its way: wait for the hello it answers with
       retries = 0;
       if (ok) notify('', '');
@@ -305,6 +312,7 @@ function onMessage(ev) {
       break;
     }
     case 'event': twin.events.push(m); break;
+    case 'forecast': whatif.onForecast(m); break;
     case 'structure':
       twin.structure.push(m);
       m.added.forEach(p => addPrim(p, false));
@@ -323,6 +331,7 @@ function onClose(ev, opened) {
   for (const r of twin.replies.values()) r.reject(new Error(`not connected (close code ${ev.code})`));
   twin.replies.clear();
   for (const b of ['pause', 'resume', 'step', 'setButton']) document.getElementById(b).disabled = true;
+  whatif.enable(false, 'not connected');
   let retry = true;
   if (ev.code === 4401 || authRefused) {
     retry = false;

@@ -3,13 +3,16 @@
 
 const KINDS = { 1: 'delta', 2: 'snapshot' };
 const REASONS = ['subscribe', 'resume', 'behind'];
+const LATER_PART = 0x40, MORE_PARTS = 0x80;  // kind-byte flags of a message in parts (docs/protocol.md, "Big messages in parts")
 
 // Decode a binary snapshot/delta (an ArrayBuffer). Arrays are views into the buffer
-// (little-endian; the f64 arrays start 8-byte aligned at byte 48).
+// (little-endian; the f64 arrays start 8-byte aligned at byte 48). `first`/`last`: which part of
+// its message this frame is (both true for a whole message).
 export function decodeBinary(buf) {
   const dv = new DataView(buf);
   const magic = String.fromCharCode(dv.getUint8(0), dv.getUint8(1), dv.getUint8(2), dv.getUint8(3));
-  const kind = KINDS[dv.getUint8(4)];
+  const kindByte = dv.getUint8(4);
+  const kind = KINDS[kindByte & ~(LATER_PART | MORE_PARTS)];
   if (magic !== 'TWB1' || !kind) throw new Error(`not a twinstage binary frame (${magic})`);
   const n = dv.getUint32(8, true), m = dv.getUint32(12, true);
   if (buf.byteLength !== 48 + 13 * n + 29 * m) throw new Error(`binary frame of ${buf.byteLength} bytes, header says ${48 + 13 * n + 29 * m}`);
@@ -22,10 +25,20 @@ export function decodeBinary(buf) {
   const vec3Quality = new Uint8Array(buf, o, m);
   return {
     kind, reason: kind === 'snapshot' ? REASONS[dv.getUint8(5)] : '', merged: dv.getUint16(6, true),
+    first: !(kindByte & LATER_PART), last: !(kindByte & MORE_PARTS),
     seq: Number(dv.getBigUint64(16, true)), tick: Number(dv.getBigUint64(24, true)),
     simTime: dv.getFloat64(32, true), wallTime: dv.getFloat64(40, true),
     indices, values, quality, vec3Indices, vec3Values, vec3Quality,
   };
+}
+
+// Which part of its message a state message is: {first, last} (a decoded binary frame says so
+// itself; JSON carries part/parts). Apply every part's entries as it arrives; a snapshot's first
+// part clears what was known; the message (its seq) is complete only after the last part.
+export function partOf(m) {
+  if (m.first !== undefined) return { first: m.first, last: m.last };
+  const part = m.part ?? 0, parts = m.parts ?? 1;
+  return { first: part === 0, last: part >= parts - 1 };
 }
 
 // Blue → cyan → green → yellow → red over t in [0, 1] (the Foxglove dialect uses the same ramp).

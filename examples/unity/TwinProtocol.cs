@@ -60,10 +60,10 @@ namespace TwinStage.Bridge
         public string url; public string mediaType; public long bytes; public string sha256; public string upAxis; public double metersPerUnit;
     }
 
-    [Serializable] public class StateMessage  // "snapshot" and "delta" (JSON encoding)
+    [Serializable] public class StateMessage  // "snapshot" and "delta" (JSON encoding); a big one comes in parts (part 0 .. parts-1)
     {
         public string type; public long seq; public long tick; public double simTime; public double wallTime;
-        public int merged; public string reason;
+        public int merged; public string reason; public int part; public int parts;
         public int[] indices; public double[] values; public int[] quality;
         public int[] vec3Indices; public double[] vec3Values; public int[] vec3Quality;
     }
@@ -71,6 +71,7 @@ namespace TwinStage.Bridge
     [Serializable] public class ValuesMessage  // "values" (encoding "compact"): no quality column; all values in snapshot order when indices is empty
     {
         public string type; public long seq; public long tick; public double simTime; public double wallTime; public int merged;
+        public int part; public int parts;
         public int[] indices; public double[] values; public int[] vec3Indices; public double[] vec3Values;
         public int[] flagged; public int[] flaggedQuality;
     }
@@ -108,6 +109,7 @@ namespace TwinStage.Bridge
     {
         public const int HeaderSize = 48;
         public bool IsSnapshot; public int Reason; public int Merged; public long Seq; public long Tick; public double SimTime; public double WallTime;
+        public bool First = true, Last = true;  // which part of its message (kind-byte flags 0x40: a later part, 0x80: more follow)
         public int[] Indices; public double[] Values; public byte[] Quality;
         public int[] Vec3Indices; public double[] Vec3Values; public byte[] Vec3Quality;
 
@@ -117,7 +119,8 @@ namespace TwinStage.Bridge
                 throw new InvalidDataException("not a twinstage binary frame");
             if (!BitConverter.IsLittleEndian) throw new NotSupportedException("big-endian hosts: swap bytes");
             var f = new BinaryFrame();
-            int kind = data[4];
+            int kind = data[4] & 0x3F;
+            f.First = (data[4] & 0x40) == 0; f.Last = (data[4] & 0x80) == 0;
             f.IsSnapshot = kind == 2; f.Reason = data[5]; f.Merged = BitConverter.ToUInt16(data, 6);
             int n = (int)BitConverter.ToUInt32(data, 8), m = (int)BitConverter.ToUInt32(data, 12);
             if (length != HeaderSize + 13 * n + 29 * m) throw new InvalidDataException("binary frame length does not match its header");
@@ -159,17 +162,22 @@ namespace TwinStage.Bridge
 
         public int IndexOf(string prim, string attribute) { int i; return index.TryGetValue(prim + "." + attribute, out i) ? i : -1; }
 
-        void Begin(bool snapshot, long seq)
+        // A big message comes in parts: entries are applied as each arrives, a snapshot's first part clears
+        // what was known, and the message counts (its seq becomes ours) only once its last part is in.
+        void Begin(bool snapshot, long seq, bool first, bool last)
         {
-            if (snapshot) { Array.Clear(Known, 0, Known.Length); Snapshots++; }
-            else { Deltas++; if (Seq != 0 && seq != Seq + 1) Gaps++; }
+            if (snapshot) { if (first) Array.Clear(Known, 0, Known.Length); if (last) Snapshots++; }
+            else { if (last) Deltas++; if (first && Seq != 0 && seq != Seq + 1) Gaps++; }
         }
+
+        static int[] Concat(int[] a, int[] b) { var r = new int[a.Length + b.Length]; a.CopyTo(r, 0); b.CopyTo(r, a.Length); return r; }
 
         int[] order = new int[0], vec3Order = new int[0];  // the last snapshot's indices: the order of compact "values"
 
         public void Apply(ValuesMessage v)
         {
-            Begin(false, v.seq);
+            bool last = v.part >= v.parts - 1;
+            Begin(false, v.seq, v.part == 0, last);
             int[] idx = v.indices.Length > 0 || v.values.Length == 0 ? v.indices : order;
             int[] vidx = v.vec3Indices.Length > 0 || v.vec3Values.Length == 0 ? v.vec3Indices : vec3Order;
             for (int k = 0; k < idx.Length; k++) { int i = idx[k]; Values[i] = v.values[k]; Quality[i] = 0; Known[i] = true; }
@@ -180,13 +188,18 @@ namespace TwinStage.Bridge
                 Quality[i] = 0; Known[i] = true;
             }
             for (int k = 0; k < v.flagged.Length; k++) Quality[v.flagged[k]] = (byte)v.flaggedQuality[k];  // every other entry is good
-            Seq = v.seq; Tick = v.tick; SimTime = v.simTime;
+            if (last) { Seq = v.seq; Tick = v.tick; SimTime = v.simTime; }
         }
 
         public void Apply(StateMessage s)
         {
-            Begin(s.type == "snapshot", s.seq);
-            if (s.type == "snapshot") { order = s.indices; vec3Order = s.vec3Indices; }
+            bool first = s.part == 0, last = s.part >= s.parts - 1;
+            Begin(s.type == "snapshot", s.seq, first, last);
+            if (s.type == "snapshot")  // the order of compact "values": all parts' indices
+            {
+                order = first ? s.indices : Concat(order, s.indices);
+                vec3Order = first ? s.vec3Indices : Concat(vec3Order, s.vec3Indices);
+            }
             for (int k = 0; k < s.indices.Length; k++) { int i = s.indices[k]; Values[i] = s.values[k]; Quality[i] = (byte)s.quality[k]; Known[i] = true; }
             for (int k = 0; k < s.vec3Indices.Length; k++)
             {
@@ -194,12 +207,12 @@ namespace TwinStage.Bridge
                 for (int c = 0; c < 3; c++) Vec3[3 * i + c] = s.vec3Values[3 * k + c];
                 Quality[i] = (byte)s.vec3Quality[k]; Known[i] = true;
             }
-            Seq = s.seq; Tick = s.tick; SimTime = s.simTime;
+            if (last) { Seq = s.seq; Tick = s.tick; SimTime = s.simTime; }
         }
 
         public void Apply(BinaryFrame f)
         {
-            Begin(f.IsSnapshot, f.Seq);
+            Begin(f.IsSnapshot, f.Seq, f.First, f.Last);
             for (int k = 0; k < f.Indices.Length; k++) { int i = f.Indices[k]; Values[i] = f.Values[k]; Quality[i] = f.Quality[k]; Known[i] = true; }
             for (int k = 0; k < f.Vec3Indices.Length; k++)
             {
@@ -207,7 +220,7 @@ namespace TwinStage.Bridge
                 for (int c = 0; c < 3; c++) Vec3[3 * i + c] = f.Vec3Values[3 * k + c];
                 Quality[i] = f.Vec3Quality[k]; Known[i] = true;
             }
-            Seq = f.Seq; Tick = f.Tick; SimTime = f.SimTime;
+            if (f.Last) { Seq = f.Seq; Tick = f.Tick; SimTime = f.SimTime; }
         }
 
         // Dispatch one text message; returns its type ("hello", "ack", ...).

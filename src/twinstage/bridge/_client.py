@@ -358,23 +358,29 @@ class Client:
             self._hello_fut.set_result(msg)
 
     def _apply(self, kind: str, seq: int, tick: int, sim_time: float, wall_time: float, merged: int, idx: Any, vals: Any, q: Any, vidx: Any,
-               vvals: Any, vq: Any) -> None:
+               vvals: Any, vq: Any, first: bool = True, last: bool = True) -> None:
+        """One state message, or one part of one (``first``/``last``): its entries now; the counters and
+        ``seq`` once the last part is in (a reconnect before that resumes from the previous message)."""
         args = (seq, tick, sim_time, wall_time, idx, vals, q, vidx, vvals, vq)
         if kind == "snapshot":
-            self.snapshots += 1
-            self._order = (np.asarray(idx, dtype=np.int64), np.asarray(vidx, dtype=np.int64))  # the order of compact "values" messages
-            self.replica.apply_snapshot(*args)
+            order = (np.asarray(idx, dtype=np.int64), np.asarray(vidx, dtype=np.int64))  # the order of compact "values": all parts'
+            self._order = order if first else (np.concatenate([self._order[0], order[0]]), np.concatenate([self._order[1], order[1]]))
+            self.replica.apply_snapshot(*args, first=first, last=last)
+            self.snapshots += last
         else:
-            self.deltas += 1
-            if self.seq and seq != self.seq + 1:
-                self.gaps += 1
-            self.merged += max(0, merged - 1)
-            self.replica.apply_delta(*args)
-        self.seq, self.tick, self.sim_time, self.wall_time = seq, tick, sim_time, wall_time
+            if first:
+                if self.seq and seq != self.seq + 1:
+                    self.gaps += 1
+                self.merged += max(0, merged - 1)
+            self.replica.apply_delta(*args, first=first, last=last)
+            self.deltas += last
+        if last:
+            self.seq, self.tick, self.sim_time, self.wall_time = seq, tick, sim_time, wall_time
 
     def _apply_json(self, m: dict[str, Any]) -> None:
+        part, parts = m.get("part", 0), m.get("parts", 1)
         self._apply(m["type"], m["seq"], m["tick"], m["simTime"], m["wallTime"], m.get("merged", 1), m["indices"], m["values"], m["quality"],
-                    m["vec3Indices"], m["vec3Values"], m["vec3Quality"])
+                    m["vec3Indices"], m["vec3Values"], m["vec3Quality"], part == 0, part >= parts - 1)
 
     def _apply_values(self, m: dict[str, Any]) -> None:
         """A compact ``values`` message: every subscribed value in the last snapshot's order, or the listed ones."""
@@ -385,8 +391,10 @@ class Client:
             vidx = np.asarray(m["vec3Indices"], dtype=np.int64)
         q = np.zeros(self.replica.n_entries, dtype=np.uint8)
         q[np.asarray(m["flagged"], dtype=np.int64)] = m["flaggedQuality"]
-        self._apply("delta", m["seq"], m["tick"], m["simTime"], m["wallTime"], m["merged"], idx, m["values"], q[idx], vidx, m["vec3Values"], q[vidx])
+        part, parts = m.get("part", 0), m.get("parts", 1)
+        self._apply("delta", m["seq"], m["tick"], m["simTime"], m["wallTime"], m["merged"], idx, m["values"], q[idx], vidx, m["vec3Values"], q[vidx],
+                    part == 0, part >= parts - 1)
 
     def _apply_binary(self, f: _binary.BinaryFrame) -> None:
         self._apply(f.kind, f.seq, f.tick, f.sim_time, f.wall_time, f.merged, f.indices, f.values, f.quality, f.vec3_indices, f.vec3_values,
-                    f.vec3_quality)
+                    f.vec3_quality, f.first, f.last)

@@ -59,7 +59,7 @@ class HelloBuilder:
         self.attributes = server.mirror.attribute_table()
         limits = Limits(max_message_bytes=server.max_message_bytes, commands_per_second=server.commands_per_second, command_burst=server.command_burst,
                         command_timeout=server.command_timeout, send_deadline=server.send_deadline, max_rate=ctl.rate,
-                        ring_frames=server.ring.max_frames)
+                        ring_frames=server.ring.max_frames, max_state_bytes=server.max_state_bytes)
         static = {
             "protocol": PROTOCOL, "version": VERSION, "session": server.session, "server": f"twinstage {__version__}", "scene": ctl.scene_name,
             "tickRate": ctl.rate, "upAxis": up_axis, "metersPerUnit": mpu, "encodings": ["json", "binary", "compact"],

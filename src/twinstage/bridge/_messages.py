@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 from ._glb_message import GLB_DOC, SceneModel  # hello.glb (a module of its own: this one is at its length limit)
 from ._freshness_message import Freshness  # the freshness message (same reason)
+from ._values_message import Parted, StateLimits, Values  # compact state; part/parts; limits.maxStateBytes (same reason)
 from ._whatif_message import Forecast, WhatIf  # what-if from now (same reason)
 
 PROTOCOL = "twinstage.bridge"
@@ -171,7 +172,7 @@ class AssetTable(_Base):
     color_by: list[int] = Field(default_factory=list)
 
 
-class Limits(_Base):
+class Limits(_Base, StateLimits):
     max_message_bytes: int = Field(description="larger client messages close the connection with 1009")
     commands_per_second: float = Field(description="sustained rate of set/command/subscribe per connection")
     command_burst: int
@@ -225,7 +226,7 @@ class Hello(_Base):
     glb: SceneModel = Field(default_factory=SceneModel, description=GLB_DOC)
 
 
-class _State(_Base):
+class _State(_Base, Parted):
     seq: int = Field(description="frame sequence number; strictly increasing within a session")
     tick: int
     sim_time: float
@@ -255,30 +256,6 @@ class Delta(_State):
 
     type: Literal["delta"] = "delta"
     merged: int = Field(description="number of frames merged into this delta")
-
-
-class Values(_Base):
-    """Compact JSON state (encoding ``compact``); quality only where it is not 0 (good).
-
-    When at least half of the subscribed entries changed, ``indices``/``vec3Indices`` are empty and
-    ``values``/``vec3Values`` hold every subscribed entry in the order of the last snapshot's
-    ``indices``/``vec3Indices`` (``state[snapshot.indices[i]] = values[i]``). Otherwise they hold the
-    changed entries only, aligned with ``indices``/``vec3Indices`` as in a delta. Like a delta it
-    stands for ``merged`` frames (latest values win).
-    """
-
-    type: Literal["values"] = "values"
-    seq: int
-    tick: int
-    sim_time: float
-    wall_time: float
-    merged: int = Field(description="number of frames merged into this message")
-    indices: list[int] = Field(description="[] = values holds every subscribed scalar in the last snapshot's order; else their indices")
-    values: list[float] = Field(description="scalar values (bool as 0/1)")
-    vec3_indices: list[int] = Field(description="[] = vec3Values holds every subscribed vec3 in the last snapshot's order; else their indices")
-    vec3_values: list[float] = Field(description="vec3 values, 3 numbers each, flattened")
-    flagged: list[int] = Field(description="flat indices of entries whose quality is not 0 (good); every other entry is good")
-    flagged_quality: list[int] = Field(description="their quality bits, aligned with flagged")
 
 
 class Structure(_Base):

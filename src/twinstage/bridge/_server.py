@@ -28,6 +28,7 @@ from ._messages import Event
 from ._twin_errors import ErrorWatch
 from ._scenario import ScenarioRunner, ScenarioStep  # noqa: F401
 from ._server_calls import TwinCalls
+from ._split import DEFAULT_MAX_STATE_BYTES, MIN_MAX_STATE_BYTES
 from ._state import Mirror, Ring, Selection
 from .infra.auth import Auth, Token, load_tokens, redacting_logger
 from .infra.listener import Listener
@@ -54,7 +55,8 @@ class Server(TwinCalls):
     are unread by the client once the oldest of them is ``hold_after_ticks`` old (a ping after
     each state message; its pong says the client read past it; 0 turns this off) — a client that reads nothing for ``read_timeout`` s while state
     waits is dropped; ``send_buffer`` (bytes) caps the kernel
-    send buffer per client (``SO_SNDBUF``; None = the system's autotuning).
+    send buffer per client (``SO_SNDBUF``; None = the system's autotuning). ``max_state_bytes``: a
+    snapshot, delta or ``values`` message larger than this goes in parts (:mod:`._split`; 0: never).
     """
 
     writes_stage = False
@@ -91,6 +93,7 @@ class Server(TwinCalls):
         hold_after_ticks: float = 2.0,
         read_timeout: float = 10.0,
         ingest: Any = None,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
     ):
         toks = list(tokens)
         if tokens_file:
@@ -100,6 +103,9 @@ class Server(TwinCalls):
         self.requested_port = port
         self.origins = list(origins)
         self.max_message_bytes = int(max_message_bytes)
+        self.max_state_bytes = int(max_state_bytes)
+        if self.max_state_bytes and not MIN_MAX_STATE_BYTES <= self.max_state_bytes:
+            raise ValueError(f"max_state_bytes must be 0 (no limit) or at least {MIN_MAX_STATE_BYTES}, got {max_state_bytes}")
         self.commands_per_second = float(commands_per_second)
         self.command_burst = int(command_burst)
         self.command_timeout = float(command_timeout)

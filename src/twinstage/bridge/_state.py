@@ -153,29 +153,33 @@ def gather(mirror: Mirror, items: Iterable[tuple[str, np.ndarray, np.ndarray | N
     )
 
 
-def encode_values(parts: Parts, seq: int, tick: int, sim_time: float, wall_time: float, merged: int, *, full: bool) -> str:
+def encode_values(parts: Parts, seq: int, tick: int, sim_time: float, wall_time: float, merged: int, *, full: bool, part: int = 0,
+                  n_parts: int = 1) -> str:
     """A compact ``values`` message, quality only where not 0: ``full`` = every subscribed value in
-    snapshot order (no indices), else the entries in ``parts`` with their indices."""
+    snapshot order (no indices), else the entries in ``parts`` with their indices (``part`` of ``n_parts``: :mod:`._split`)."""
     q = np.concatenate([parts.quality, parts.vec3_quality])
     bad = np.flatnonzero(q)
     flagged = np.concatenate([parts.indices, parts.vec3_indices])[bad]
     return dumps({"type": "values", "seq": seq, "tick": tick, "simTime": sim_time, "wallTime": wall_time, "merged": int(merged),
-                  "indices": _EMPTY_I if full else parts.indices, "values": parts.values, "vec3Indices": _EMPTY_I if full else parts.vec3_indices,
+                  "part": part, "parts": n_parts, "indices": _EMPTY_I if full else parts.indices, "values": parts.values,
+                  "vec3Indices": _EMPTY_I if full else parts.vec3_indices,
                   "vec3Values": parts.vec3_values.reshape(-1), "flagged": flagged, "flaggedQuality": q[bad]})
 
 
 def encode_state(kind: str, encoding: str, parts: Parts, seq: int, tick: int, sim_time: float, wall_time: float, *, merged: int = 1,
-                 reason: str = "subscribe") -> bytes | str:
-    """A snapshot or delta as JSON text or a binary frame (``compact`` snapshots are plain JSON snapshots)."""
+                 reason: str = "subscribe", part: int = 0, n_parts: int = 1) -> bytes | str:
+    """A snapshot or delta as JSON text or a binary frame (``compact`` snapshots are plain JSON snapshots);
+    ``part`` of ``n_parts``: one slice of a message too big to go whole (:mod:`._split`)."""
     if encoding == "binary":
         return _binary.encode(_binary.DELTA if kind == "delta" else _binary.SNAPSHOT, seq, tick, sim_time, wall_time, parts.indices, parts.values,
-                              parts.quality, parts.vec3_indices, parts.vec3_values, parts.vec3_quality, merged=merged, reason=reason)
+                              parts.quality, parts.vec3_indices, parts.vec3_values, parts.vec3_quality, merged=merged, reason=reason, part=part,
+                              parts=n_parts)
     msg: dict[str, Any] = {"type": kind, "seq": seq, "tick": tick, "simTime": sim_time, "wallTime": wall_time}
     if kind == "delta":
         msg["merged"] = int(merged)
     else:
         msg["reason"] = reason
-    msg.update(indices=parts.indices, values=parts.values, quality=parts.quality, vec3Indices=parts.vec3_indices,
+    msg.update(part=part, parts=n_parts, indices=parts.indices, values=parts.values, quality=parts.quality, vec3Indices=parts.vec3_indices,
                vec3Values=parts.vec3_values.reshape(-1), vec3Quality=parts.vec3_quality)
     return dumps(msg)
 

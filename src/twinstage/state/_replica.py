@@ -9,7 +9,9 @@ Two ways in:
 
 - :meth:`Replica.apply` takes a :class:`~twinstage.state.Frame` (channel + row);
 - :meth:`Replica.apply_snapshot` / :meth:`Replica.apply_delta` take the bridge's
-  flat entry numbering (``channel.offset + row``), scalar and vec3 entries apart.
+  flat entry numbering (``channel.offset + row``), scalar and vec3 entries apart — a big
+  message part by part (``first``/``last``): entries are applied as each part arrives, a
+  snapshot's first part clears the known rows, and the last part moves ``seq`` and the counters.
 
 It holds no lock: the owner serialises access (one event-loop thread, or its own lock).
 """
@@ -114,22 +116,31 @@ class Replica:
         self.tick, self.sim_time, self.wall_time = frame.tick, frame.sim_time, frame.wall_time
 
     def apply_snapshot(self, seq: int, tick: int, sim_time: float, wall_time: float, indices: Any, values: Any, quality: Any,
-                       vec3_indices: Any = (), vec3_values: Any = (), vec3_quality: Any = ()) -> None:
-        """A full state at ``seq``: exactly the listed entries are known afterwards."""
-        for k in self.known.values():
-            k[:] = False
+                       vec3_indices: Any = (), vec3_values: Any = (), vec3_quality: Any = (), *, first: bool = True,
+                       last: bool = True) -> None:
+        """A full state at ``seq``: exactly the listed entries (of all its parts) are known afterwards.
+
+        A snapshot in parts: ``first`` clears the known rows, every part adds its entries, and
+        ``last`` makes ``seq`` (and the times) the replica's: until then it stays at the last
+        complete message, so a resume never names a half-applied one."""
+        if first:
+            for k in self.known.values():
+                k[:] = False
         self._entries(indices, values, quality, vec3_indices, vec3_values, vec3_quality)
-        self.snapshots += 1
-        self.seq, self.tick, self.sim_time, self.wall_time = int(seq), int(tick), float(sim_time), float(wall_time)
+        if last:
+            self.snapshots += 1
+            self.seq, self.tick, self.sim_time, self.wall_time = int(seq), int(tick), float(sim_time), float(wall_time)
 
     def apply_delta(self, seq: int, tick: int, sim_time: float, wall_time: float, indices: Any, values: Any, quality: Any,
-                    vec3_indices: Any = (), vec3_values: Any = (), vec3_quality: Any = ()) -> None:
-        """Changed entries at ``seq`` (possibly several frames merged)."""
-        if self.seq and seq != self.seq + 1:
+                    vec3_indices: Any = (), vec3_values: Any = (), vec3_quality: Any = (), *, first: bool = True,
+                    last: bool = True) -> None:
+        """Changed entries at ``seq`` (possibly several frames merged); in parts as :meth:`apply_snapshot`."""
+        if first and self.seq and seq != self.seq + 1:
             self.gaps += 1
         self._entries(indices, values, quality, vec3_indices, vec3_values, vec3_quality)
-        self.deltas += 1
-        self.seq, self.tick, self.sim_time, self.wall_time = int(seq), int(tick), float(sim_time), float(wall_time)
+        if last:
+            self.deltas += 1
+            self.seq, self.tick, self.sim_time, self.wall_time = int(seq), int(tick), float(sim_time), float(wall_time)
 
     def _entries(self, idx: Any, vals: Any, q: Any, vidx: Any, vvals: Any, vq: Any) -> None:
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)

@@ -21,7 +21,12 @@ public static class TwinProtocolTest
         {
             Incoming m;
             if (!conn.Inbox.TryDequeue(out m)) { Thread.Sleep(2); continue; }
-            if (m.Binary) state.Apply(BinaryFrame.Decode(m.Data, m.Length)); else state.ApplyText(m.Text);
+            if (m.Binary) { var f = BinaryFrame.Decode(m.Data, m.Length); if (!f.First) laterParts++; state.Apply(f); }
+            else
+            {
+                string t = state.ApplyText(m.Text);
+                if ((t == "snapshot" || t == "delta" || t == "values") && TwinJson.Parse<StateMessage>(m.Text).part > 0) laterParts++;
+            }
             if (pred(m)) return m;
         }
         Fail("timed out waiting for " + what);
@@ -29,6 +34,16 @@ public static class TwinProtocolTest
     }
 
     static bool IsType(Incoming m, string type) { return !m.Binary && TwinJson.Parse<Envelope>(m.Text).type == type; }
+
+    // The last part of a snapshot (a big one comes in parts: the state is complete only after its last)
+    static int laterParts;
+    static bool IsSnapshotEnd(Incoming m)
+    {
+        if (m.Binary) { var f = BinaryFrame.Decode(m.Data, m.Length); return f.IsSnapshot && f.Last; }
+        if (!IsType(m, "snapshot")) return false;
+        var s = TwinJson.Parse<StateMessage>(m.Text);
+        return s.part >= s.parts - 1;
+    }
 
     public static int Main(string[] args)
     {
@@ -51,14 +66,14 @@ public static class TwinProtocolTest
         var ackMsg = WaitFor(m => IsType(m, "ack"), 10, "subscribe ack");
         var ack = TwinJson.Parse<Ack>(ackMsg.Text);
         if (ack.id != sub.id || ack.of != "subscribe") Fail("ack does not match: " + ackMsg.Text);
-        WaitFor(m => m.Binary && BinaryFrame.Decode(m.Data, m.Length).IsSnapshot, 10, "binary snapshot");
+        WaitFor(IsSnapshotEnd, 10, "binary snapshot");
         if (state.Known.Count(k => k) != h.attributes.Length) Fail("snapshot does not cover every attribute");
         Console.WriteLine("OK snapshot seq=" + state.Seq + " values=" + state.Known.Count(k => k));
         long last = state.Seq;
         int deltas = 0;
         while (deltas < 5)
         {
-            WaitFor(m => m.Binary, 10, "binary delta");
+            WaitFor(m => m.Binary && BinaryFrame.Decode(m.Data, m.Length).Last, 10, "binary delta");
             if (state.Seq <= last) Fail("seq not increasing: " + last + " -> " + state.Seq);
             last = state.Seq;
             deltas++;
@@ -84,7 +99,7 @@ public static class TwinProtocolTest
         // JSON encoding: the same state through JsonUtility-shaped messages
         var js = new SubscribeMessage { id = conn.NextId(), encoding = "json" };
         conn.SendAsync(js).Wait();
-        WaitFor(m => IsType(m, "snapshot"), 10, "json snapshot");
+        WaitFor(IsSnapshotEnd, 10, "json snapshot");
         if (state.Values[idx] != target) Fail("json snapshot value " + state.Values[idx]);
         WaitFor(m => IsType(m, "delta") || IsType(m, "snapshot"), 10, "json delta");
         Console.WriteLine("OK json seq=" + state.Seq);
@@ -94,13 +109,13 @@ public static class TwinProtocolTest
         conn.SendAsync(dflt).Wait();
         var dAck = WaitFor(m => (IsType(m, "ack") || IsType(m, "error")) && TwinJson.Parse<Envelope>(m.Text).id == dflt.id, 10, "default-encoding ack");
         if (!IsType(dAck, "ack")) Fail("encoding \"\" was refused: " + dAck.Text);
-        WaitFor(m => IsType(m, "snapshot"), 10, "default-encoding snapshot");
+        WaitFor(IsSnapshotEnd, 10, "default-encoding snapshot");
         Console.WriteLine("OK default encoding");
 
         // compact JSON: "values" messages without a quality column, in the snapshot's order
         var cp = new SubscribeMessage { id = conn.NextId(), encoding = "compact" };
         conn.SendAsync(cp).Wait();
-        WaitFor(m => IsType(m, "snapshot"), 10, "compact snapshot");
+        WaitFor(IsSnapshotEnd, 10, "compact snapshot");
         WaitFor(m => IsType(m, "values"), 10, "compact values");
         WaitFor(m => IsType(m, "values"), 10, "compact values 2");
         if (state.Values[idx] != target) Fail("compact value " + state.Values[idx]);
@@ -111,6 +126,7 @@ public static class TwinProtocolTest
         conn.SendAsync(cmd).Wait();
         WaitFor(m => IsType(m, "ack") && TwinJson.Parse<Ack>(m.Text).id == cmd.id, 10, "ping ack");
         Console.WriteLine("OK ping");
+        Console.WriteLine("OK later parts=" + laterParts);
         conn.CloseAsync().Wait();
         Console.WriteLine("DONE");
         return 0;

@@ -23,7 +23,9 @@ _HEADER = struct.Struct("<4sBBHIIQQdd")
 
 @dataclass
 class Update:
-    """One snapshot or delta: flat entry indices with their values (vec3 values are (m, 3))."""
+    """One snapshot or delta, or one part of a big one (``first``/``last``: a snapshot's first part clears
+    what was known; the message is complete after its last): flat entry indices with their values
+    (vec3 values are (m, 3))."""
 
     kind: str
     seq: int
@@ -33,10 +35,13 @@ class Update:
     values: np.ndarray
     vec3_indices: np.ndarray
     vec3_values: np.ndarray
+    first: bool = True
+    last: bool = True
 
 
 def decode_binary(data: bytes) -> Update:
-    magic, kind, _, _, n, m, seq, tick, sim_time, _ = _HEADER.unpack_from(data, 0)
+    magic, kind_byte, _, _, n, m, seq, tick, sim_time, _ = _HEADER.unpack_from(data, 0)
+    kind = kind_byte & 0x3F  # + 0x40: a later part of a message in parts; + 0x80: more parts follow
     if magic != b"TWB1" or len(data) != 48 + 13 * n + 29 * m:
         raise ValueError("not a twinstage binary frame")
     o = 48
@@ -46,12 +51,13 @@ def decode_binary(data: bytes) -> Update:
     o += 24 * m
     idx = np.frombuffer(data, "<u4", n, o)
     vidx = np.frombuffer(data, "<u4", m, o + 4 * n)
-    return Update("delta" if kind == 1 else "snapshot", seq, tick, sim_time, idx, values, vidx, vec3)
+    return Update("delta" if kind == 1 else "snapshot", seq, tick, sim_time, idx, values, vidx, vec3, not kind_byte & 0x40, not kind_byte & 0x80)
 
 
 def decode_json(msg: dict[str, Any]) -> Update:
     return Update(msg["type"], msg["seq"], msg["tick"], msg["simTime"], np.asarray(msg["indices"], dtype=np.int64), np.asarray(msg["values"], dtype=float),
-                  np.asarray(msg["vec3Indices"], dtype=np.int64), np.asarray(msg["vec3Values"], dtype=float).reshape(-1, 3))
+                  np.asarray(msg["vec3Indices"], dtype=np.int64), np.asarray(msg["vec3Values"], dtype=float).reshape(-1, 3),
+                  msg.get("part", 0) == 0, msg.get("part", 0) >= msg.get("parts", 1) - 1)
 
 
 class LiveClient:
@@ -111,7 +117,8 @@ class LiveClient:
                             await self._maybe_await(self.on_message(msg))
                         continue
                     up = decode_json(msg)
-                self.seq = up.seq
+                if up.last:  # a resume names complete messages only
+                    self.seq = up.seq
                 self.connected.set()
                 if self.on_state is not None:
                     await self._maybe_await(self.on_state(up))

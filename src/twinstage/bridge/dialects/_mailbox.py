@@ -5,7 +5,8 @@ Frames a subscription touches are noted by seq (``on_frame``); when the sender m
 ``next_state`` turns everything pending into one message — the newest frame's shared
 payload when it covers the others, else a merge of the rows from the mirror (latest value
 wins), cached for clients in the same place. Too far behind, or frames gone from the ring:
-a snapshot.
+a snapshot. A message larger than ``server.max_state_bytes`` is built in parts (:mod:`.._split`):
+``next_state`` then returns the list, and the sender sends the parts one after another.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from .._state import Selection, encode_state, encode_values, gather, merged_rows
+from .._split import Payload, state_payload, too_big, values_payload
+from .._state import Selection, gather, merged_rows
 from ..infra.session import Session, now
 
 
-def with_merged(payload: str | bytes, merged: int) -> str | bytes:
-    """A shared delta relabelled with how many frames it stands for."""
+def with_merged(payload: Payload, merged: int) -> Payload:
+    """A shared delta (or each of its parts) relabelled with how many frames it stands for."""
+    if isinstance(payload, list):
+        return [with_merged(p, merged) for p in payload]
     if isinstance(payload, bytes):
         out = bytearray(payload)
         struct.pack_into("<H", out, 6, min(merged, 65535))
@@ -73,8 +77,9 @@ class MailboxSession(Session):
                 return self.next_allowed - t
         return 0
 
-    def next_state(self) -> str | bytes | None:
+    def next_state(self) -> Payload | None:
         server = self.server
+        limit = server.max_state_bytes
         m = server.mirror
         sel = self.selection
         assert m is not None and sel is not None
@@ -95,7 +100,8 @@ class MailboxSession(Session):
             payload = server.merged_cache.get(key)
             if payload is None:
                 parts = gather(m, [(name, rows, None, None) for name, rows in sel.rows.items()])
-                payload = server.merged_cache[key] = encode_state("snapshot", enc, parts, m.seq, m.tick, m.sim_time, m.wall_time, reason=reason)
+                payload = server.merged_cache[key] = state_payload("snapshot", enc, parts, m.seq, m.tick, m.sim_time, m.wall_time, reason=reason,
+                                                                   limit=limit)
             return payload
         pending, self.pending = self.pending, []
         self.resume_pending = False
@@ -107,8 +113,8 @@ class MailboxSession(Session):
                 full = sum(len(r) for _, r, _, _ in rows) * 2 >= sel.count
                 if full:
                     rows = [(name, r, None, None) for name, r in sel.rows.items()]
-                payload = server.merged_cache[key] = encode_values(gather(m, rows), m.seq, m.tick, m.sim_time, m.wall_time, max(1, len(pending)),
-                                                                   full=full)
+                payload = server.merged_cache[key] = values_payload(gather(m, rows), m.seq, m.tick, m.sim_time, m.wall_time, max(1, len(pending)),
+                                                                    full=full, limit=limit)
             self.merged += max(0, len(pending) - 1)
             return payload
         if pending and (len(pending) == 1 or self._covers(entries[-1], entries[:-1])):
@@ -123,17 +129,19 @@ class MailboxSession(Session):
         payload = server.merged_cache.get(key)
         if payload is None:
             parts = gather(m, merged_rows(sel, [e for e in entries if e is not None]))
-            payload = encode_state("delta", enc, parts, m.seq, m.tick, m.sim_time, m.wall_time, merged=len(pending))
+            payload = state_payload("delta", enc, parts, m.seq, m.tick, m.sim_time, m.wall_time, merged=len(pending), limit=limit)
             server.merged_cache[key] = payload
         self.merged += max(0, len(pending) - 1)
         return payload
 
-    def _shared_payload(self, e: Any, sel: Selection, enc: str) -> str | bytes:
+    def _shared_payload(self, e: Any, sel: Selection, enc: str) -> Payload:
         key = (sel.key, enc)
         payload = e.encoded.get(key)
-        if payload is None:
+        limit = self.server.max_state_bytes
+        if payload is None or too_big(payload, limit):  # (a fan-out hub's payload is encoded before the bound applies)
             f = e.frame
-            payload = encode_state("delta", enc, gather(self.server.mirror, sel.filter(f)), e.seq, f.tick, f.sim_time, f.wall_time, merged=1)
+            payload = state_payload("delta", enc, gather(self.server.mirror, sel.filter(f)), e.seq, f.tick, f.sim_time, f.wall_time, merged=1,
+                                    limit=limit)
             e.encoded[key] = payload
         return payload
 

@@ -89,7 +89,8 @@ class Sender:
         """None: no state pending; 0: send now; >0: pending but rate-limited for that long."""
         return None
 
-    def next_state(self) -> str | bytes | None:
+    def next_state(self) -> str | bytes | list | None:
+        """The next state message, or the list of its parts (sent one after another)."""
         return None
 
     def outstanding(self) -> int:
@@ -133,6 +134,11 @@ class Sender:
         self.states_sent += 1
         self._unconfirmed.append((self.states_sent, now()))
         await self._ensure_probe()
+
+    async def send_states(self, payload: str | bytes | list | None) -> None:
+        """A state message, or each part of one in order (nothing else goes between them)."""
+        for part in payload if isinstance(payload, list) else () if payload is None else (payload,):
+            await self.send_state(part)
 
     async def _ensure_probe(self) -> None:
         """A ping covering the newest state message sent, unless one is already out."""
@@ -193,9 +199,7 @@ class Sender:
                     item = self.control.popleft()
                     if isinstance(item, AfterState):
                         if self.closing is None and self.state_delay() is not None:
-                            payload = self.next_state()
-                            if payload is not None:
-                                await self.send_state(payload)
+                            await self.send_states(self.next_state())
                         item = item.text
                     await self.send(item)
                     continue
@@ -210,9 +214,7 @@ class Sender:
                     await self.wait_drain()
                     if self.control or not self._drained():
                         continue
-                    payload = self.next_state()
-                    if payload is not None:
-                        await self.send_state(payload)
+                    await self.send_states(self.next_state())
                     continue
                 try:
                     await asyncio.wait_for(self.wake.wait(), delay)
