@@ -1,31 +1,42 @@
 """Scale: generate, open, tick 100 times with columnar state and a chunked recording.
 
-For each size N (``--assets N`` or ``--sizes 1000,10000,...``) one fresh subprocess
-runs the phases of a plant-sized twin on a factory scene (``generate_factory(N)``,
-cached under ``out/bench/`` like ``bench/open.py``) and reports each phase's time
-and the process's RSS after it (and the peak):
+For each size N (``--assets N`` or ``--sizes 1000,10000,...``) fresh subprocesses
+run the phases of a plant-sized twin on a factory scene (``write_factory(N)``,
+cached under ``out/bench/`` like ``bench/open.py``) and report each phase's time
+and the process's RSS after it (and each phase's sampled peak):
 
-1. ``generate`` — only when the scene is not cached yet (timed in the parent);
+1. ``generate`` — only when the scene is not cached yet (its own process); with
+   ``--area-size A`` and N > A the machines go into area sublayers of A machines each;
 2. ``open`` — ``twinstage.open(path, rate=60)`` (read cache off: a first open);
 3. ``ticks`` — 100 ticks (the thermal model moves every machine's temperature) with
    the per-prim LiveWriter (default budget), the ColumnarWriter and a chunked
    Recorder (value clips, a chunk per 2 s of sim time) attached; median ms per tick;
-4. ``close`` — flush the live writes, final save of the recording.
+4. ``serve`` — a bridge ``Server`` added to the live twin on 127.0.0.1 (its start
+   builds the hello and the scene's GLB), one ``twinstage.bridge.Client`` (compact
+   hello, binary state) connects and subscribes while the twin keeps ticking, until it
+   has received ``--messages`` state messages: time to start, to hello, to the
+   snapshot, hello bytes, state messages per second;
+5. ``close`` — flush the live writes, final save of the recording.
 
-The growth from one size to the next (time and RSS per asset) says whether each
-phase is linear. Serving to a client is not part of this bench (see ``bench/fanout.py``).
+A memory guard (``--min-free-gb``, default 3) watches the machine's available memory
+every 0.5 s in each child: below the floor the child stops and reports
+``broke: memory during <phase>`` — what breaks first. The growth from one size to the
+next (time and RSS per asset) says whether each phase is linear.
 
 ``--memory N`` instead measures memory per part of an N-asset twin (stage, table,
 previous-state copy, writers, recorder one-file vs chunked).
 
-    python bench/scale.py [--assets N | --sizes 1000,10000,100000] [--ticks 100] [--json]
+    python bench/scale.py [--assets N | --sizes 1000,10000,100000] [--ticks 100] [--messages 100]
+                          [--area-size A] [--min-free-gb 3] [--json]
     python bench/scale.py --memory 10000
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,19 +45,32 @@ import time
 from pathlib import Path
 
 from _common import Report, log, parse_args
+from _scale_guard import Guard
+from _scale_guard import status_mb as _status
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "out" / "bench"
 
 
-def _status() -> dict[str, float]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            out[line.split(":")[0]] = int(line.split()[1]) / 1024
-    return out
+def _generate_child(path: str, n: int, area_size: int, min_free_gb: float) -> None:
+    with Guard(min_free_gb, phase="generate") as g:
+        from twinstage.scenes._factory import write_factory
+
+        g.result["rss_start_mb"] = _status()["VmRSS"]
+        t0 = time.perf_counter()
+        write_factory(n, path, area_size=area_size or None)
+        g.result["generate_s"] = time.perf_counter() - t0
+        g.phase("done")
+        g.finish()
 
 
-def _child(path: str, ticks: int) -> None:
+def _child(path: str, ticks: int, messages: int, min_free_gb: float) -> None:
+    with Guard(min_free_gb) as g:
+        _phases(g, path, ticks, messages)
+        g.finish()
+
+
+def _phases(g: Guard, path: str, ticks: int, messages: int) -> None:
     import inspect
 
     import twinstage
@@ -60,7 +84,9 @@ def _child(path: str, ticks: int) -> None:
             return desc.prims, {a.path: a for a in desc.assets}, list(desc.declarations)
 
         _engine.read_scene = read_scene
-    out: dict = {"rss_start_mb": _status()["VmRSS"]}
+    out = g.result
+    out["rss_start_mb"] = _status()["VmRSS"]
+    g.phase("open")
     t0 = time.perf_counter()
     twin = twinstage.open(path, rate=60.0)
     out["open_s"] = time.perf_counter() - t0
@@ -68,6 +94,7 @@ def _child(path: str, ticks: int) -> None:
     rec_dir = Path(tempfile.mkdtemp(prefix="twinstage-scale-"))
     rec = twin.add_sink(Recorder(rec_dir / "rec.usdc", chunked=True, save_every_s=2.0, reproducible=True))
     times = []
+    g.phase("ticks")
     for _ in range(ticks):
         t = time.perf_counter()
         twin.tick()
@@ -78,16 +105,26 @@ def _child(path: str, ticks: int) -> None:
     out["rss_ticks_mb"] = _status()["VmRSS"]
     st = twin.stats()["writer"]
     out["per_prim_max_staleness_s"] = st["max_staleness_s"]
+    stage = twin.stage
+    if messages:
+        from _scale_serve import serve_phase
+
+        serve_phase(g, twin, messages)
+    g.phase("close")
     t = time.perf_counter()
     twin.close()
     out["close_s"] = time.perf_counter() - t
     out["recording_mb"] = sum(f.stat().st_size for f in rec_dir.rglob("*") if f.is_file()) / 1e6
     out["chunks"] = len(list(rec_dir.rglob("0*.usdc")))
     out["saves"] = rec.saves
-    s = _status()
-    out["rss_end_mb"], out["peak_rss_mb"] = s["VmRSS"], s["VmHWM"]
     out["assets"] = len(twin.table.prims)
-    print(json.dumps(out))
+    out["rss_close_mb"], out["peak_rss_close_mb"] = _status()["VmRSS"], _status()["VmHWM"]
+    shutil.rmtree(rec_dir, ignore_errors=True)
+    if messages:
+        from _scale_serve import glb_phase
+
+        glb_phase(g, stage)
+    g.phase("done")
 
 
 def _memory(path: str) -> dict[str, float]:
@@ -158,9 +195,58 @@ def _memory(path: str) -> dict[str, float]:
     return res
 
 
+def scene(n: int, area_size: int, args) -> tuple[Path | None, dict | None]:
+    """The cached factory scene of ``n`` machines (``bench/open.py``'s names for one layer), generated
+    in a guarded child when missing: (path or None when generation broke, the child's figures or None)."""
+    from twinstage.scenes import _factory
+
+    key = hashlib.sha1(Path(_factory.__file__).read_bytes()).hexdigest()[:10]
+    OUT.mkdir(parents=True, exist_ok=True)
+    areas = bool(area_size) and n > area_size
+    final = OUT / (f"factory-{n}-{key}-areas{area_size}" if areas else f"factory-{n}-{key}.usdc")
+    path = final / "factory.usdc" if areas else final
+    if final.exists():
+        return path, None
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    target = tmp / "factory.usdc" if areas else tmp.with_suffix(".usdc")
+    log(args, f"scale: generating {n} assets{f' in areas of {area_size}' if areas else ''} -> {final} ...")
+    res = _run_child(["--generate-child", str(target), str(n), str(area_size or 0), str(args.min_free_gb)], args, n)
+    if "broke" in res or "failed" in res:
+        shutil.rmtree(tmp, ignore_errors=True)
+        target.unlink(missing_ok=True)
+        return None, res
+    (tmp if areas else target).replace(final)
+    log(args, f"scale: generated in {res['generate_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB")
+    return path, res
+
+
+def _run_child(argv: list[str], args, n: int) -> dict:
+    """One guarded child; its JSON line (``failed`` added when it died without one). Its stderr is kept in
+    ``out/bench/scale-<child>-<n>.stderr.log``."""
+    env = dict(os.environ, TWINSTAGE_READ_CACHE="0", PYTHONPATH=str(ROOT / "src"))
+    r = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True, timeout=4 * 3600)
+    if r.stderr.strip():  # warnings and server logs of a run that did not fail are worth keeping too
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / f"scale-{argv[0].strip('-')}-{n}.stderr.log").write_text(r.stderr)
+    lines = r.stdout.strip().splitlines()
+    try:
+        res = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        res = {}
+    if r.returncode and "broke" not in res or not res:
+        log(args, r.stderr[-3000:])
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        res["failed"] = f"exit {r.returncode}: {last}"
+    return res
+
+
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        _child(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--generate-child":
+        _generate_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+        return 0
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        _child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
         return 0
     if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
         print(json.dumps(_memory(sys.argv[2])))
@@ -170,15 +256,18 @@ def main() -> int:
         p.add_argument("--assets", type=int, default=None, help="one size")
         p.add_argument("--sizes", default=None, help="comma-separated sizes (default 1000,10000,100000)")
         p.add_argument("--ticks", type=int, default=100)
+        p.add_argument("--messages", type=int, default=100, help="state messages the served client receives (0: no serve phase)")
+        p.add_argument("--area-size", type=int, default=0, metavar="A", help="scenes of more than A machines as area sublayers of A each (0: one layer)")
+        p.add_argument("--min-free-gb", type=float, default=3.0, help="stop a phase when the machine's available memory falls below this")
         p.add_argument("--memory", type=int, default=None, metavar="N", help="only: memory per part of an N-asset twin")
 
     args = parse_args(__doc__.splitlines()[0], extra)
     rep = Report("scale", args)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from open import GENERATED, scene  # the same cached factory scenes
-
     if args.memory:
-        path = scene(args.memory, "usdc", args)
+        sys.path.insert(0, str(Path(__file__).parent))
+        from open import scene as open_scene
+
+        path = open_scene(args.memory, "usdc", args)
         env = dict(os.environ, TWINSTAGE_READ_CACHE="0", PYTHONPATH=str(ROOT / "src"))
         r = subprocess.run([sys.executable, __file__, "--memory-child", str(path)], env=env, capture_output=True, text=True, timeout=3600)
         if r.returncode:
@@ -191,45 +280,22 @@ def main() -> int:
                   ["part", "MB", "B/asset"], [[k, v, v * 2**20 / n] for k, v in res.items()])
         return rep.finish()
     sizes = [args.assets] if args.assets else [int(s) for s in (args.sizes or "1000,10000,100000").split(",")]
-    rows = []
+    from _scale_report import add_size
+
+    rows: list[list] = []
     prev = None
     for n in sizes:
-        path = scene(n, "usdc", args)
-        gen_s = GENERATED.get(path)
-        log(args, f"scale: {n} assets: open + {args.ticks} ticks + close in a fresh process ...")
-        env = dict(os.environ, TWINSTAGE_READ_CACHE="0", PYTHONPATH=str(ROOT / "src"))
-        r = subprocess.run([sys.executable, __file__, "--child", str(path), str(args.ticks)], env=env, capture_output=True, text=True, timeout=7200)
-        if r.returncode:
-            rep.note(f"{n} assets: the run failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
-            log(args, r.stderr[-3000:])
+        path, gen = scene(n, args.area_size, args)
+        res = {} if path is None else None
+        if path is not None:
+            log(args, f"scale: {n} assets: open + {args.ticks} ticks + serve + close in a fresh process ...")
+            res = _run_child(["--child", str(path), str(args.ticks), str(args.messages), str(args.min_free_gb)], args, n)
+        prev, stop = add_size(rep, rows, n, gen, res, prev, args)
+        if stop:
             break
-        res = json.loads(r.stdout.strip().splitlines()[-1])
-        label = f"{n // 1000}k" if n >= 1000 else str(n)
-        if gen_s is not None:
-            rep.figure(f"scale_{label}_generate_s", gen_s)
-        for k, v in res.items():
-            rep.figure(f"scale_{label}_{k}", v)
-        per = {"open_us_per_asset": res["open_s"] / n * 1e6, "tick_us_per_asset": res["tick_median_ms"] / n * 1e3,
-               "rss_kb_per_asset": (res["peak_rss_mb"] - res["rss_start_mb"]) * 1024 / n}
-        for k, v in per.items():
-            rep.figure(f"scale_{label}_{k}", v)
-        growth = ""
-        if prev is not None:
-            f = n / prev[0]
-            g = [res["open_s"] / prev[1]["open_s"] / f, res["tick_median_ms"] / prev[1]["tick_median_ms"] / f,
-                 (res["peak_rss_mb"] - res["rss_start_mb"]) / max(1e-9, prev[1]["peak_rss_mb"] - prev[1]["rss_start_mb"]) / f]
-            for k, v in zip(("open", "tick", "rss"), g):
-                rep.figure(f"scale_{label}_{k}_growth_over_linear_ratio", v)
-            growth = " / ".join(f"{v:.2f}" for v in g)
-        rows.append([label, gen_s if gen_s is not None else "cached", res["open_s"], res["tick_median_ms"], res["tick_p95_ms"],
-                     res["per_prim_max_staleness_s"], res["close_s"], res["rss_open_mb"], res["peak_rss_mb"], per["rss_kb_per_asset"],
-                     res["recording_mb"], growth or "-"])
-        prev = (n, res)
-    rep.table(f"Scale: {args.ticks} ticks at 60 Hz with per-prim writes, columnar state and a chunked recording (one process per size)",
-              ["assets", "generate s", "open s", "tick ms (median)", "tick ms (p95)", "per-prim staleness s", "close s",
-               "RSS after open MB", "peak RSS MB", "KB/asset", "recording MB", "growth/linear open/tick/RSS"], rows)
-    rep.note("growth/linear: (figure at N / figure at the previous size) / (N / previous N); 1.0 = linear")
-    return rep.finish()
+    from _scale_report import finish
+
+    return finish(rep, rows, args)
 
 
 if __name__ == "__main__":

@@ -62,20 +62,70 @@ def generate_factory(
     items: int = 0,
     seed: int = 0,
     spacing: float = 3.0,
+    area_size: int | None = None,
 ) -> Usd.Stage:
     """A factory of ``assets`` machines (thermal model) plus ``items`` conveyor items.
 
-    Deterministic for a given ``seed``. Saved to ``path`` if given.
+    Deterministic for a given ``seed``. Saved to ``path`` if given (see
+    :func:`write_factory`, which also explains ``area_size``) and opened from there.
+    """
+    if path is None:
+        if area_size is not None:
+            raise ValueError("area_size needs a path: areas are files next to it")
+        return Usd.Stage.Open(_factory_layer(Sdf.Layer.CreateAnonymous("factory.usda"), assets, items, seed, spacing))
+    return Usd.Stage.Open(str(write_factory(assets, path, items=items, seed=seed, spacing=spacing, area_size=area_size)))
+
+
+def write_factory(
+    assets: int,
+    path: str | os.PathLike[str],
+    *,
+    items: int = 0,
+    seed: int = 0,
+    spacing: float = 3.0,
+    area_size: int | None = None,
+) -> Path:
+    """Write the factory of :func:`generate_factory` to ``path`` without opening a stage on it.
+
+    The layer is authored in the file's own format (a crate layer for ``.usdc``) and
+    saved once, so the data is held once: ~11 KB per machine while authoring plus
+    ~7 KB while the crate is packed. With ``area_size`` (and more machines than that)
+    the machines go into area layers of ``area_size`` machines each,
+    ``<stem>.areas/NNN.<ext>`` beside ``path``, that ``path`` names as sublayers: the
+    composed stage has the same prims and values, and each area is authored, saved and
+    dropped before the next, so memory is bounded by one area.
     """
     if assets < 0 or items < 0:
         raise ValueError("assets and items must be >= 0")
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            path.unlink()
-    # Author in memory, then move the content to a layer no stage observes for the
-    # bulk work (no change processing: ~2x faster), and export once at the end.
+    if area_size is not None and area_size < 1:
+        raise ValueError(f"area_size must be >= 1, got {area_size}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    areas = [] if area_size is None or assets <= area_size else list(range(0, assets, area_size))
+    layer = Sdf.Layer.CreateNew(str(path))
+    if layer is None:
+        raise ValueError(f"cannot write a USD layer to {path} (unknown extension?)")
+    if areas:
+        folder = path.with_name(path.stem + ".areas")
+        folder.mkdir(exist_ok=True)
+        names = [f"{k:03d}{path.suffix}" for k in range(len(areas))]
+        # Pcp lists a prim's children from the weakest layer to the strongest: the last area
+        # strongest keeps the machines in index order (no two areas share a machine).
+        layer.subLayerPaths = [f"./{folder.name}/{n}" for n in reversed(names)]
+        _factory_layer(layer, assets, items, seed, spacing, areas=[(start, min(assets, start + area_size), folder / n) for start, n in zip(areas, names)])
+    else:
+        _factory_layer(layer, assets, items, seed, spacing)
+    layer.Save()
+    return path
+
+
+def _factory_layer(layer: Sdf.Layer, assets: int, items: int, seed: int, spacing: float,
+                   areas: list[tuple[int, int, Path]] | None = None) -> Sdf.Layer:
+    """Author the factory into ``layer`` (machines into new area layers instead when ``areas``)."""
+    # Author the small parts on a stage, then move them to a layer no stage observes for the
+    # bulk work (no change processing: ~2x faster).
     stage = create_stage(None, root="Factory")
     stage.GetDefaultPrim().SetDocumentation(f"Generated factory floor: {assets} machines, {items} conveyor items (seed {seed})")
     proto = stage.DefinePrim("/Factory/Prototypes", "Scope")
@@ -93,15 +143,22 @@ def generate_factory(
     floor = UsdGeom.Xform.Define(stage, "/Factory/Machines").GetPrim()
     Usd.ModelAPI(floor).SetKind(Kind.Tokens.group)
     conveyor_paths = _conveyor_paths(stage, items, cols * spacing) if items else []
-    layer = Sdf.Layer.CreateAnonymous("factory.usda")
-    layer.TransferContent(stage.GetRootLayer())
-    _machines(layer, Sdf.Path("/Factory/Machines"), width, cols, spacing, ambient, heat, resistance, tau)
+    sublayers = list(layer.subLayerPaths)
+    layer.TransferContent(stage.GetRootLayer())  # replaces the layer's metadata (its sublayers too)
+    layer.subLayerPaths = sublayers
+    parent = Sdf.Path("/Factory/Machines")
+    if areas is None:
+        _machines(layer, parent, width, cols, spacing, ambient, heat, resistance, tau)
+    for start, stop, area_path in areas or []:
+        if area_path.exists():
+            area_path.unlink()
+        area = Sdf.Layer.CreateNew(str(area_path))
+        _machines(area, parent, width, cols, spacing, ambient, heat, resistance, tau, start, stop)
+        area.Save()
+        del area
     if items:
         _conveyor_items(layer, items, conveyor_paths, rng)
-    if path is None:
-        return Usd.Stage.Open(layer)
-    layer.Export(str(path))
-    return Usd.Stage.Open(str(path))
+    return layer
 
 
 def _machine_template(ambient: float) -> tuple[Sdf.Layer, Sdf.Path]:
@@ -121,24 +178,25 @@ def _machine_template(ambient: float) -> tuple[Sdf.Layer, Sdf.Path]:
 
 
 def _machines(layer: Sdf.Layer, parent: Sdf.Path, width: int, cols: int, spacing: float, ambient: float,
-              heat: np.ndarray, resistance: np.ndarray, tau: np.ndarray) -> None:
+              heat: np.ndarray, resistance: np.ndarray, tau: np.ndarray, start: int = 0, stop: int | None = None) -> None:
     """The machines: a template spec copied in C++ (``Sdf.CopySpec``, ~40 properties at once), then
     the five values that differ per machine set: the same layer (byte for byte as .usda) as
-    authoring every property from Python, ~1.5x faster."""
+    authoring every property from Python, ~1.5x faster. Machines ``start`` to ``stop`` only."""
     template, tpath = _machine_template(ambient)
     Sdf.CreatePrimInLayer(layer, parent)
-    heat_l, res_l, tau_l = heat.tolist(), resistance.tolist(), tau.tolist()
+    stop = len(heat) if stop is None else stop
+    heat_l, res_l, tau_l = heat[start:stop].tolist(), resistance[start:stop].tolist(), tau[start:stop].tolist()
     copy, get = Sdf.CopySpec, layer.GetAttributeAtPath
-    for i in range(len(heat_l)):
+    for j, i in enumerate(range(start, stop)):
         name = f"M{i:0{width}d}"
         path = parent.AppendChild(name)
         copy(template, tpath, layer, path)
         x, y = (i % cols) * spacing, (i // cols) * spacing
         get(path.AppendProperty("twin:assetId")).default = name
         get(path.AppendProperty("xformOp:translate")).default = Gf.Vec3d(x, y, 0.0)
-        get(path.AppendProperty("twin:heatInput")).default = heat_l[i]
-        get(path.AppendProperty("twin:thermalResistance")).default = res_l[i]
-        get(path.AppendProperty("twin:timeConstant")).default = tau_l[i]
+        get(path.AppendProperty("twin:heatInput")).default = heat_l[j]
+        get(path.AppendProperty("twin:thermalResistance")).default = res_l[j]
+        get(path.AppendProperty("twin:timeConstant")).default = tau_l[j]
 
 
 PER_LOOP = 200
