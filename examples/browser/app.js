@@ -356,7 +356,9 @@ function onClose(ev, opened) {
 function connect() {
   let opened = false;
   authRefused = false;
-  ws = new WebSocket(wsUrl, ['twinstage.v1']);
+  const url = new URL(wsUrl);  // this page reads the rows hello; a big scene's is big, and browsers take any size
+  if (!url.searchParams.has('hello')) url.searchParams.set('hello', 'rows');
+  ws = new WebSocket(url.href, ['twinstage.v1']);
   ws.binaryType = 'arraybuffer';
   ws.onopen = () => {
     opened = true;

@@ -252,6 +252,13 @@ namespace TwinStage.Bridge
         {
             Socket.Options.AddSubProtocol("twinstage.v1");
             if (!string.IsNullOrEmpty(token)) Socket.Options.SetRequestHeader("Authorization", "Bearer " + token);
+            // this client reads the rows hello (its attribute table); without ?hello= a big scene's server sends compact
+            if (!uri.Query.Contains("hello="))
+            {
+                var b = new UriBuilder(uri);
+                b.Query = (b.Query.Length > 1 ? b.Query.Substring(1) + "&" : "") + "hello=rows";
+                uri = b.Uri;
+            }
             await Socket.ConnectAsync(uri, cts.Token);
             _ = Task.Run(ReceiveLoop);
         }

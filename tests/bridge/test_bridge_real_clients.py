@@ -361,10 +361,10 @@ def test_compact_hello_is_small_and_expands_to_the_same_tables(bridge, factory_1
         ws = await ws_connect(b.url + "?hello=compact", token=VIEW_SECRET)
         raw = await asyncio.wait_for(ws.recv(), 30)
         await ws.close()
-        ws = await ws_connect(b.url, token=VIEW_SECRET)
+        ws = await ws_connect(b.url + "?hello=rows", token=VIEW_SECRET)  # without ?hello= this scene (rows > 1 MB) gets compact
         raw_rows = await asyncio.wait_for(ws.recv(), 30)
         await ws.close()
-        async with Client(b.url, token=VIEW_SECRET, hello="compact") as cc, Client(b.url, token=VIEW_SECRET) as cr:
+        async with Client(b.url, token=VIEW_SECRET, hello="compact") as cc, Client(b.url, token=VIEW_SECRET, hello="rows") as cr:
             assert cc.hello["layout"] == "compact" and cr.hello["layout"] == "rows"
             assert cc.attributes == cr.attributes
             for p, q in zip(cc.hello["prims"], cr.hello["prims"], strict=True):

@@ -46,14 +46,15 @@ class BridgeError(Exception):
 
 class Client:
     """A bridge client. ``send_token``: "header" (Authorization: Bearer), "query"
-    (``?token=``) or "message" (an ``auth`` first message, as browsers do). ``hello``:
-    "compact" asks for the compact hello (``?hello=compact``, ~20x smaller for big scenes): the
+    (``?token=``) or "message" (an ``auth`` first message, as browsers do). ``hello``: "auto"
+    (the default) takes what the server sends without ``?hello=`` (rows, or compact when rows would
+    exceed its ``maxStateBytes``), "rows" insists on rows, "compact" asks for the compact hello (``?hello=compact``, ~20x smaller for big scenes): the
     client keeps its columns and expands ``c.hello["attributes"]``/``["prims"]`` and
     ``c.attributes`` into the rows layout only when they are first read, so they look the same
     either way while ``get``/``unit``/``quality`` never need the expansion."""
 
     def __init__(self, url: str, *, token: str | None = None, send_token: str = "header", origin: str | None = None,
-                 max_size: int | None = 256 * 1024 * 1024, open_timeout: float = 10.0, hello: str = "rows"):
+                 max_size: int | None = 256 * 1024 * 1024, open_timeout: float = 10.0, hello: str = "auto"):
         if send_token not in ("header", "query", "message"):
             raise ValueError("send_token must be 'header', 'query' or 'message'")
         self.url = url
@@ -62,8 +63,8 @@ class Client:
         self.origin = origin
         self.max_size = max_size
         self.open_timeout = open_timeout
-        if hello not in ("rows", "compact"):
-            raise ValueError("hello must be 'rows' or 'compact'")
+        if hello not in ("auto", "rows", "compact"):
+            raise ValueError("hello must be 'auto', 'rows' or 'compact'")
         self.hello_layout = hello
         self.ws: Any = None
         self.hello: dict[str, Any] = {}
@@ -103,9 +104,9 @@ class Client:
         from websockets.asyncio.client import connect
 
         url = self.url
-        if self.hello_layout == "compact":  # the attribute table once per channel: ~20x smaller for big scenes
+        if self.hello_layout != "auto":  # compact: the attribute table once per channel, ~20x smaller for big scenes
             parts = urlsplit(url)
-            url = urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query) + [("hello", "compact")])))
+            url = urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query) + [("hello", self.hello_layout)])))
         headers = {}
         if self.token and self.send_token == "header":
             headers["Authorization"] = f"Bearer {self.token}"

@@ -21,6 +21,8 @@ from ._scene import SceneInfo, plain_prims
 
 log = logging.getLogger("twinstage.bridge")
 GLB_PATH = "/scene.glb"
+#: ``?hello=``: "auto" (no parameter) is the rows layout unless it is over the server's ``max_state_bytes``
+HELLO_LAYOUTS = ("auto", "rows", "compact")
 GLB_TYPE = "model/gltf-binary"
 NO_GLB = {"url": "", "mediaType": GLB_TYPE, "bytes": 0, "sha256": "", "upAxis": "Y", "metersPerUnit": 1.0}
 
@@ -118,8 +120,17 @@ class HelloBuilder:
                 "position": vec("position", False), "origin": vec("origin", True), "center": vec("center", True), "size": vec("size", True),
                 "colorBy": np.asarray([r["colorBy"] for r in p], dtype=np.int64)}
 
-    def hello(self, role: str, user: str, layout: str = "rows") -> str:
+    def layout(self, asked: str) -> str:
+        """The layout a client gets: what it asked for; without ``?hello=``, rows unless rows would exceed
+        the server's ``max_state_bytes`` (then compact, which a default-configured client can receive)."""
+        if asked != "auto":
+            return asked
+        bound = self.server.max_state_bytes
+        return "compact" if bound and self.sizes["rows"] > bound else "rows"
+
+    def hello(self, role: str, user: str, layout: str = "auto") -> str:
         server = self.server
+        layout = self.layout(layout)
         m = server.mirror
         st = server.structure
         added = list(st.added.values()) if st is not None else []

@@ -268,7 +268,7 @@ class Server(TwinCalls):
         self._client_ids += 1
         return self.id_base + (self._client_ids - 1) * self.id_stride + 1
 
-    def hello(self, role: str, user: str, layout: str = "rows") -> str:
+    def hello(self, role: str, user: str, layout: str = "auto") -> str:
         assert self.hello_builder is not None
         return self.hello_builder.hello(role, user, layout)
 

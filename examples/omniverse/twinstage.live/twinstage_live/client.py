@@ -14,6 +14,7 @@ import logging
 import struct
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -90,7 +91,10 @@ class LiveClient:
         from websockets.asyncio.client import connect
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        async with connect(self.url, additional_headers=headers, subprotocols=["twinstage.v1"], compression=None, max_size=None, proxy=None) as ws:
+        url = self.url  # this client reads the rows hello; without ?hello= a big scene's server sends compact
+        if "hello=" not in urlsplit(url).query:
+            url += ("&" if urlsplit(url).query else "?") + "hello=rows"
+        async with connect(url, additional_headers=headers, subprotocols=["twinstage.v1"], compression=None, max_size=None, proxy=None) as ws:
             self._ws = ws
             self.connections += 1
             sub = {"prefixes": self.prefixes, "attributes": [], "encoding": self.encoding, "maxRate": self.max_rate}

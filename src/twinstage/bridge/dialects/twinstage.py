@@ -43,7 +43,7 @@ class TwinSession(MailboxSession):
         self.bucket = TokenBucket(server.commands_per_second, server.command_burst)
         self.violations = 0
         self.inflight: set[asyncio.Task] = set()
-        self.hello_layout = getattr(ws, "twinstage_hello", "rows")
+        self.hello_layout = getattr(ws, "twinstage_hello", "auto")
 
     def outstanding(self) -> int:
         return len(self.inflight)

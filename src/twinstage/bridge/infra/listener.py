@@ -13,7 +13,7 @@ import mimetypes
 import socket
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from ... import __version__
-from .._hello import GLB_PATH, GLB_TYPE
+from .._hello import GLB_PATH, GLB_TYPE, HELLO_LAYOUTS
 from .._messages import FOXGLOVE_SUBPROTOCOL, SUBPROTOCOL
 from .auth import Auth, origin_allowed
 from .session import Closed, Session, now
@@ -156,7 +156,11 @@ class Listener:
         if not origin_allowed(origin, s.origins, headers.get("Host")):
             s.count("rejected_origin")
             return connection.respond(403, "Forbidden: Origin not allowed\n")
-        connection.twinstage_hello = "compact" if "hello=compact" in urlsplit(request.path).query.split("&") else "rows"
+        layouts = parse_qs(urlsplit(request.path).query, keep_blank_values=True).get("hello", ["auto"])
+        if len(layouts) != 1 or layouts[0] not in HELLO_LAYOUTS:
+            s.count("rejected_request")
+            return connection.respond(400, f"Bad Request: hello must be one of {', '.join(HELLO_LAYOUTS[1:])} (or absent), got {layouts!r}\n"[:300])
+        connection.twinstage_hello = layouts[0]
         secret = Auth.from_request(request.path, headers)
         if secret is not None:
             tok = s.auth.check(secret)
