@@ -348,7 +348,7 @@ def extract(
         tc = time
     else:
         tc = Usd.TimeCode(float(time))
-    from ..usd._validate import composition_problems
+    from ..usd._stage import composition_problems
 
     ex = _Extractor(stage, tc, segments, twin_paths, purposes, split_moving)
     for msg in composition_problems(stage)[:20]:  # say what is missing, not just "nothing to draw"

@@ -162,9 +162,7 @@ def describe(stage: Usd.Stage) -> dict[str, Any]:
             }
         )
     info["hierarchy"] = hierarchy
-    from ._validate import composition_problems  # what could not be composed: missing files, MaterialX
-
-    info["missing"] = composition_problems(stage)
+    info["missing"] = composition_problems(stage)  # what could not be composed: missing files, MaterialX
     twins = []
     for prim in twin_prims(stage):
         asset = read_asset(prim)
@@ -194,3 +192,23 @@ def describe(stage: Usd.Stage) -> dict[str, Any]:
             for p in candidate_assets(stage)
         ]
     return info
+
+
+def composition_problems(stage: Usd.Stage) -> list[str]:
+    """What the stage could not compose, in words: missing referenced files, MaterialX this USD build cannot read."""
+    out = []
+    try:
+        errors = stage.GetCompositionErrors()
+    except Exception:  # noqa: BLE001 - older USD
+        return out
+    for err in errors:
+        text = " ".join(str(err).split())
+        low = text.lower()
+        if ".mtlx" in low:
+            out.append(f"MaterialX reference not readable by this USD build (no MaterialX plugin in usd-core); "
+                       f"display colours are used instead: {text}")
+        elif "could not open asset" in low or "cannot determine file format" in low or "invalidassetpath" in type(err).__name__.lower():
+            out.append(f"missing referenced file: {text}")
+        else:
+            out.append(f"composition error: {text}")
+    return out

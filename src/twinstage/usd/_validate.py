@@ -10,7 +10,7 @@ from typing import Any
 from pxr import Pcp, Sdf, Usd, UsdGeom, UsdValidation
 
 from ._schema import STATE_API, SchemaError, _api_schemas, is_twin_asset, read_attributes
-from ._stage import open_stage
+from ._stage import composition_problems, open_stage
 
 
 @dataclass(frozen=True)
@@ -67,26 +67,6 @@ def up_axis_mismatches(stage: Usd.Stage, limit: int = 50) -> list[tuple[str, str
                 break
         if len(out) >= limit:
             break
-    return out
-
-
-def composition_problems(stage: Usd.Stage) -> list[str]:
-    """What the stage could not compose, in words: missing referenced files, MaterialX this USD build cannot read."""
-    out = []
-    try:
-        errors = stage.GetCompositionErrors()
-    except Exception:  # noqa: BLE001 - older USD
-        return out
-    for err in errors:
-        text = " ".join(str(err).split())
-        low = text.lower()
-        if ".mtlx" in low:
-            out.append(f"MaterialX reference not readable by this USD build (no MaterialX plugin in usd-core); "
-                       f"display colours are used instead: {text}")
-        elif "could not open asset" in low or "cannot determine file format" in low or "invalidassetpath" in type(err).__name__.lower():
-            out.append(f"missing referenced file: {text}")
-        else:
-            out.append(f"composition error: {text}")
     return out
 
 
