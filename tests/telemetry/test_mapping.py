@@ -79,7 +79,6 @@ def test_defaults_binding_beats_kind_beats_file():
 
 
 def test_yaml_and_toml_give_the_same_bindings(tmp_path):
-    pytest.importorskip("yaml")
     (tmp_path / "m.yaml").write_text(
         f"version: 1\ndefaults: {{kind: mqtt, period: 1.0}}\nbindings:\n"
         f"  - {{prim: {P}, attribute: pressure, key: skab/p, unit: bar, staleAfter: 2}}\n"
@@ -141,8 +140,6 @@ BAD_YAML = [
 
 @pytest.mark.parametrize("suffix, text, fragments", [("toml", *c) for c in BAD_FILE] + [("yaml", *c) for c in BAD_YAML])
 def test_bad_mapping_files_name_file_binding_and_field(tmp_path, suffix, text, fragments):
-    if suffix == "yaml":
-        pytest.importorskip("yaml")
     path = tmp_path / f"map.{suffix}"
     path.write_text(text)
     with pytest.raises(MappingError) as err:
