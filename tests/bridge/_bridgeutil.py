@@ -1,5 +1,5 @@
-"""Bridge test helpers: raw websocket clients for misbehaving peers, JSON request helpers, and an
-asyncio runner with a hard timeout (imported by the bridge tests as ``_bridgeutil``)."""
+"""Bridge test helpers: raw websocket clients for misbehaving peers, JSON request helpers, an asyncio
+runner with a hard timeout, and the CLI run as a user runs it (imported by the bridge tests as ``_bridgeutil``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import asyncio
 import base64
 import json
 import os
+import queue
+import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -136,3 +142,34 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0, step: float = 0.02
             return True
         time.sleep(step)
     return pred()
+
+
+def spawn_cli(*args: str) -> tuple[subprocess.Popen, "queue.Queue[str]"]:
+    """``python -m twinstage ARGS``, stdout and stderr line by line into a queue (read by a thread)."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "twinstage", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
+    return proc, lines
+
+
+def bridge_url(lines: "queue.Queue[str]", seen: list[str]) -> str:
+    """The ``ws://`` URL the CLI printed (every line read on the way is appended to ``seen``)."""
+    while True:
+        ln = lines.get(timeout=60)
+        seen.append(ln)
+        m = re.search(r"bridge (ws://127\.0\.0\.1:\d+/)", ln)
+        if m:
+            return m.group(1)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    """Ctrl-C's sibling, SIGTERM, as a service manager stops it; its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout)
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Kill it if a failed test left it running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _bridgeutil import arun
+from _bridgeutil import arun, bridge_url, reap, spawn_cli, stop
 from _fanoututil import client_port, owner_pid
-from test_bridge_cli import _spawn, _url
 
 from twinstage.bridge import Client
 from twinstage.bridge._fanout import merge_frames
@@ -100,10 +99,10 @@ def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_s
     args = ["serve", str(pump_scene), "--port", "0", "--rate", "20", "--fanout-procs", "2"]
     for t in TOKENS:
         args += ["--token", t]
-    proc, lines = _spawn(*args)
+    proc, lines = spawn_cli(*args)
     seen: list[str] = []
     try:
-        url = _url(lines, seen)
+        url = bridge_url(lines, seen)
         port = int(url.rsplit(":", 1)[1].strip("/"))
         pids = _workers(proc.pid)
         assert len(pids) == 2, pids
@@ -172,12 +171,9 @@ def test_fanout_two_workers_same_state_acks_after_effect_and_worker_death(pump_s
                     await c.close()
 
         arun(go(), timeout=180)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop(proc, 60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        reap(proc)
     out = "".join(seen) + "".join(lines.queue)
     assert "fan-out: 2 worker processes" in out and "stopped after" in out
 
@@ -198,10 +194,10 @@ def test_fanout_workers_serve_the_browser_client_over_http(pump_scene):
     from pathlib import Path
 
     index = (Path(__file__).resolve().parents[2] / "examples" / "browser" / "index.html").read_bytes()
-    proc, lines = _spawn("serve", str(pump_scene), "--port", "0", "--rate", "20", "--fanout-procs", "2", "--http", "auto")
+    proc, lines = spawn_cli("serve", str(pump_scene), "--port", "0", "--rate", "20", "--fanout-procs", "2", "--http", "auto")
     seen: list[str] = []
     try:
-        url = _url(lines, seen)
+        url = bridge_url(lines, seen)
         port = int(url.rsplit(":", 1)[1].strip("/"))
         while not any("browser client, viewer" in ln for ln in seen):  # describe() names the page, with a token
             seen.append(lines.get(timeout=60))
@@ -234,9 +230,6 @@ def test_fanout_workers_serve_the_browser_client_over_http(pump_scene):
         for _ in range(4):
             pid, (status, ctype, body) = get(f"/scene.glb?token={token}")
             assert status == 200 and body[:4] == b"glTF" and pid in pids
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop(proc, 60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        reap(proc)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
-from _bridgeutil import OP_SECRET, OPERATOR, arun
-from test_bridge_cli import _spawn, _url
+from _bridgeutil import OP_SECRET, OPERATOR, arun, bridge_url, reap, spawn_cli, stop
 
 import pytest
 
@@ -32,11 +30,11 @@ def test_serve_ingest_mapping_feeds_the_twin(pump_scene, tmp_path, fanout):
     """Also through a fan-out worker: the batch is forwarded to the twin process's source and answered from there."""
     mapping = tmp_path / "ingest.toml"
     mapping.write_text(MAPPING)
-    proc, lines = _spawn("serve", str(pump_scene), "--port", "0", "--rate", "20", "--token", INGEST, "--token", OPERATOR,
+    proc, lines = spawn_cli("serve", str(pump_scene), "--port", "0", "--rate", "20", "--token", INGEST, "--token", OPERATOR,
                          "--ingest", str(mapping), *fanout)
     seen: list[str] = []
     try:
-        url = _url(lines, seen)
+        url = bridge_url(lines, seen)
 
         async def go():
             async with Client(url, token=OP_SECRET) as watcher, Client(url, token=INGEST.split(":", 2)[2]) as plc:
@@ -53,12 +51,9 @@ def test_serve_ingest_mapping_feeds_the_twin(pump_scene, tmp_path, fanout):
                 assert no.value.code == "forbidden"
 
         arun(go())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert stop(proc, 30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        reap(proc)
     out = "".join(seen) + "".join(lines.queue)
     assert "ingest: bridge ingest" in out and "room.temp" in out and ("fan-out: 1 worker" in out) == bool(fanout)
 
