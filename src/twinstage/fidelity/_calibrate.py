@@ -34,18 +34,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-#: measured channels the simulator produces, with their units
-OUTPUTS = {
-    "flowRate": "L/min",
-    "pressure": "bar",
-    "current": "A",
-    "voltage": "V",
-    "motorTemperature": "degC",
-    "fluidTemperature": "degC",
-    "vibration1": "g0",
-    "vibration2": "g0",
-}
+from ..models._builtin import PumpLoopModel
+
 INPUTS = ("motorSpeed", "inletOpening", "outletOpening", "ambientTemperature")
+#: measured channels the simulator produces, with their units: the model's channels that are not inputs
+OUTPUTS = {ch: unit for ch, unit in PumpLoopModel.CHANNELS.items() if ch not in INPUTS}
 
 
 class CalibrationError(ValueError):
@@ -58,7 +51,6 @@ class PumpLoopSimulator:
     def __init__(self, k: int) -> None:
         from pxr import Sdf, Usd
 
-        from twinstage.models._builtin import PumpLoopModel
         from twinstage.state import Declaration, StateTable
 
         self.k = int(k)
