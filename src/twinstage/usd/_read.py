@@ -17,6 +17,14 @@ population mask, variant fallbacks), so a warm open skips the traversal too and 
 spot-checks a sample of prims against the stage (a stage with a non-empty session
 layer or an anonymous or edited layer is never served from it).
 
+A first (cold) open of a ``.usdc`` file reads no values through the API either: where
+composition cannot change the twin (one crate layer; machines as ``instanceable``
+prims referencing a prototype in the same file — see :mod:`._crate_stage`), the
+whole description comes from the file's sections in one vectorised pass
+(:mod:`._crate`), spot-checked against the prim-by-prim reader; for other stages,
+each crate layer's ``twin:*`` attributes are still decoded at once
+(:mod:`._read_layers`). ``stats["crate"]`` says which ("read", or why not).
+
 Anything the fast path does not model — a value block, a value attribute with
 time samples but no default, a value type it does not know, a declaration that
 fails validation — sends that one prim through the prim-by-prim reader, so the
@@ -34,16 +42,16 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from pxr import Sdf, Usd
+from pxr import Usd
 
 from ..state import Declaration
 from ..state._table import declaration_maker
-from . import _readcache
+from . import _crate_stage, _readcache
+from ._read_layers import LayerReader, merge
 from ._schema import ASSET_API, NAMESPACE, ROLES, STATE_API, _USD_TO_TWIN, AssetDecl, read_asset, read_attributes, register
 
 _PREFIX = NAMESPACE + ":"
 _STATE_PREFIX = STATE_API + ":"
-_SCALARS = (str, float, int, bool)  # what a cached value may be (besides a tuple of floats)
 
 
 @dataclass(frozen=True)
@@ -61,103 +69,6 @@ class TwinDescription:
     @property
     def prims(self) -> list[str]:
         return [a.path for a in self.assets]
-
-
-class _LayerReader:
-    """Per-layer memo, by spec path, of each spec's ``twin:*`` attributes as ``(layout, values)``
-    (``layout``: ((name, value type name or ""), ...), shared between specs; ``values``: the
-    defaults, None where none is authored), backed by the on-disk cache."""
-
-    def __init__(self, layer: Sdf.Layer, cache: _readcache.Cache | None, key: str | None = None):
-        self.layer = layer
-        self.key = key if key is not None or cache is None else cache.key_for(layer)
-        self.cache = cache
-        self._intern: dict[Any, Any] = {}
-        self.specs: dict[str, Any] = {}
-        stored = cache.load(self.key) if self.key is not None else None
-        self.loaded = False
-        if stored:
-            self.specs = stored
-            self.loaded = self.verify()
-            if not self.loaded:
-                self.specs = {}
-        self.added = 0
-        self.cacheable = self.key is not None
-
-    def get(self, ps: Sdf.PrimSpec, path: str) -> Any:
-        """(layout, values) of the spec's ``twin:*`` attributes, () for none, None where only the
-        prim-by-prim reader can tell (a value block, an unknown value type)."""
-        try:
-            return self.specs[path]
-        except KeyError:
-            pass
-        entry = self._extract(ps)
-        self.specs[path] = entry
-        self.added += 1
-        return entry
-
-    def _extract(self, ps: Sdf.PrimSpec) -> Any:
-        intern = self._intern
-        layout = []
-        values = []
-        for a in ps.attributes:  # one wrapper per attribute: cheaper than looking names up
-            n = a.name
-            if not n.startswith(_PREFIX):
-                continue
-            is_value = n.count(":") == 1  # twin:<name> (twin:<name>:<field> is metadata)
-            type_name = str(a.typeName) if is_value else ""
-            v = a.default
-            if v is not None and not isinstance(v, _SCALARS):
-                if not is_value or _USD_TO_TWIN.get(type_name) != "vec3":
-                    return None  # a value block, or a type only the slow path turns into an error
-                try:
-                    v = tuple(float(c) for c in v)
-                except TypeError:
-                    return None
-                if len(v) != 3:
-                    return None
-            elif isinstance(v, str):
-                v = intern.setdefault(v, v)  # shared strings pickle once
-            layout.append((n, type_name))
-            values.append(v)
-        if not layout:
-            return ()
-        key = tuple(layout)
-        return (intern.setdefault(key, key), tuple(values))
-
-    def verify(self, sample: int = 8) -> bool:
-        """Spot-check a loaded cache against the layer (a file changed after it was opened)."""
-        paths = list(self.specs)
-        step = max(1, len(paths) // sample)
-        for p in paths[::step][:sample]:
-            ps = self.layer.GetPrimAtPath(p)
-            if ps is None or self._extract(ps) != self.specs[p]:
-                return False
-        return True
-
-    def save(self) -> None:
-        if self.cache is not None and self.cacheable and self.added and self.key is not None:
-            self.cache.store(self.key, self.specs)
-
-
-def _merge(entries: list) -> tuple[tuple, tuple]:
-    """One (layout, values) from specs ordered strongest first: per attribute the type
-    name of the strongest spec that has it, the default of the strongest that has one."""
-    if len(entries) == 1:
-        return entries[0]
-    order: dict[str, int] = {}
-    types: list[str] = []
-    vals: list[Any] = []
-    for layout, values in entries:
-        for (n, t), v in zip(layout, values):
-            i = order.get(n)
-            if i is None:
-                order[n] = len(types)
-                types.append(t)
-                vals.append(v)
-            elif vals[i] is None and v is not None:
-                vals[i] = v
-    return tuple(zip(order, types)), tuple(vals)
 
 
 _FIELDS = ("unit", "min", "max", "description", "role", "drives")
@@ -304,7 +215,12 @@ def _read_twin(stage: Usd.Stage, cache: bool | str | os.PathLike[str] | None) ->
         got = _cached_description(stage, store, stage_key)
         if got is not None:
             return got
-    readers: dict[str, _LayerReader] = {}
+    got, why = _crate_description(stage)
+    if got is not None:
+        if stage_key is not None:
+            store.store(stage_key, got[1])
+        return got[0]
+    readers: dict[str, LayerReader] = {}
     assets: list[AssetDecl] = []
     decls: list[Declaration] = []
     slow = 0
@@ -324,7 +240,7 @@ def _read_twin(stage: Usd.Stage, cache: bool | str | os.PathLike[str] | None) ->
             ident = layer.identifier
             reader = readers.get(ident)
             if reader is None:
-                reader = readers[ident] = _LayerReader(layer, store, keys.get(ident))
+                reader = readers[ident] = LayerReader(layer, store, keys.get(ident))
             e = reader.get(ps, str(ps.path))
             if e is None:
                 odd = True
@@ -333,7 +249,7 @@ def _read_twin(stage: Usd.Stage, cache: bool | str | os.PathLike[str] | None) ->
                 entries.append(e)
         got = None
         if not odd:
-            layout, values = _merge(entries) if entries else ((), ())
+            layout, values = merge(entries) if entries else ((), ())
             got = builder.build(path, schemas, layout, values)
         if got is None:
             got = _slow_prim(prim)
@@ -345,7 +261,34 @@ def _read_twin(stage: Usd.Stage, cache: bool | str | os.PathLike[str] | None) ->
         r.save()
     if stage_key is not None:
         store.store(stage_key, _readcache.description_to_plain(assets, decls, slow, len(readers)))
-    return TwinDescription(tuple(assets), tuple(decls), {"slow_prims": slow, "layers": len(readers), "cached_layers": hits})
+    return TwinDescription(tuple(assets), tuple(decls), {"slow_prims": slow, "layers": len(readers), "cached_layers": hits, "crate": why})
+
+
+def _crate_description(stage: Usd.Stage) -> tuple[tuple[TwinDescription, dict] | None, str]:
+    """The description read in one vectorised pass from the stage's crate file (:mod:`._crate_stage`),
+    spot-checked against the prim-by-prim reader; (None, why) for a stage of another shape."""
+    builder = _Builder()
+    slow = [0]
+
+    def fallback(path: str, schemas: tuple, layout: tuple | None, values: tuple) -> tuple[AssetDecl, list[Declaration]]:
+        if layout is not None:
+            got = builder.build(path, schemas, layout, values)
+            if got is not None:
+                return got
+        slow[0] += 1
+        return _slow_prim(stage.GetPrimAtPath(path))
+
+    plain, why = _crate_stage.describe(stage, fallback, _norm_meta)
+    if plain is None:
+        return None, why
+    plain["slow_prims"] = slow[0]
+    if not plain["paths"]:
+        return (TwinDescription((), (), {"slow_prims": 0, "layers": 1, "cached_layers": 0, "crate": "read"}), plain), ""
+    got = _checked_description(stage, plain, {"slow_prims": slow[0], "layers": 1, "cached_layers": 0, "crate": "read"},
+                               trusted=True)
+    if got is None:
+        return None, "the stage differs from its file (changed since it was opened?)"
+    return (got, plain), ""
 
 
 def _cached_description(stage: Usd.Stage, store: _readcache.Cache, key: str, sample: int = 16) -> TwinDescription | None:
@@ -359,8 +302,17 @@ def _cached_description(stage: Usd.Stage, store: _readcache.Cache, key: str, sam
     plain = store.load(key)
     if plain is None:
         return None
+    layers = plain.get("layers", 0)
+    return _checked_description(stage, plain, {"slow_prims": plain.get("slow_prims", 0), "layers": layers, "cached_layers": layers,
+                                               "description_cached": True}, sample)
+
+
+def _checked_description(stage: Usd.Stage, plain: dict[str, Any], stats: dict[str, Any], sample: int = 16,
+                         trusted: bool = False) -> TwinDescription | None:
+    """Objects from a plain description, if a spread sample of its prims (and the last) reads the same
+    prim by prim from ``stage``; None otherwise."""
     try:
-        assets, decls, slow = _readcache.description_from_plain(plain, AssetDecl)
+        assets, decls, slow = _readcache.description_from_plain(plain, AssetDecl, trusted)
     except Exception:  # noqa: BLE001 - malformed entry: a miss
         return None
     if not assets:
@@ -378,5 +330,4 @@ def _cached_description(stage: Usd.Stage, store: _readcache.Cache, key: str, sam
             return None
         if want[0] != a or tuple(want[1]) != tuple(decls[bisect.bisect_left(dp, i) : bisect.bisect_right(dp, i)]):
             return None
-    layers = plain.get("layers", 0)
-    return TwinDescription(tuple(assets), tuple(decls), {"slow_prims": slow, "layers": layers, "cached_layers": layers, "description_cached": True})
+    return TwinDescription(tuple(assets), tuple(decls), stats)

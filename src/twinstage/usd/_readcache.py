@@ -208,13 +208,14 @@ _TEMPLATE_TYPES = (str, str, str, float, float, str, str, str)  # name, type, un
 _TWIN_TYPES = ("float", "int", "bool", "vec3")
 
 
-def description_from_plain(plain: dict[str, Any], asset_cls: Any) -> tuple[list, list, int]:
-    """Inverse of :func:`description_to_plain`; raises on a malformed entry."""
+def description_from_plain(plain: dict[str, Any], asset_cls: Any, trusted: bool = False) -> tuple[list, list, int]:
+    """Inverse of :func:`description_to_plain`; raises on a malformed entry (``trusted``: made in
+    this process by a reader, not loaded from disk — the per-value type checks are skipped)."""
     paths = plain["paths"]
     kinds, ids, models = plain["fields"]
     if not (len(paths) == len(kinds) == len(ids) == len(models)):
         raise ValueError("malformed description")
-    if not all(type(x) is str for col in (paths, kinds, ids, models) for x in col):
+    if not trusted and not all(type(x) is str for col in (paths, kinds, ids, models) for x in col):
         raise ValueError("malformed description")
     if "__slots__" in vars(asset_cls) or list(getattr(asset_cls, "__dataclass_fields__", ())) != ["path", "kind", "asset_id", "model"]:
         assets = [asset_cls(p, k, i, m) for p, k, i, m in zip(paths, kinds, ids, models)]
@@ -233,11 +234,11 @@ def description_from_plain(plain: dict[str, Any], asset_cls: Any) -> tuple[list,
     dp, dt, dv = plain["decl_prim"], plain["decl_template"], plain["decl_value"]
     if not (len(dp) == len(dt) == len(dv)):
         raise ValueError("malformed description")
-    if not set(map(type, dv)) <= {float, int, bool, tuple} or not set(map(type, dp)) | set(map(type, dt)) <= {int}:
+    if not trusted and (not set(map(type, dv)) <= {float, int, bool, tuple} or not set(map(type, dp)) | set(map(type, dt)) <= {int}):
         raise ValueError("malformed description")
     if dp and (min(dp) < 0 or max(dp) >= len(paths) or min(dt) < 0 or max(dt) >= len(templates)):
         raise ValueError("malformed description")
     decls = make_declarations(templates, paths, dp, dt, dv)
-    if any(b < a for a, b in zip(dp, dp[1:])):  # declarations come per asset, in asset order
+    if not trusted and any(b < a for a, b in zip(dp, dp[1:])):  # declarations come per asset, in asset order
         raise ValueError("malformed description")
     return assets, decls, int(plain["slow_prims"])
