@@ -4,7 +4,8 @@ Factory scenes (``generate_factory(N)``: N machines, 5 thermal channels each) ar
 generated once and cached under ``out/bench/`` (keyed by size, format and a hash of
 the generator's source). Every measurement runs in a **fresh subprocess** (so peak
 RSS is that of one open, and no layer stays loaded between runs) that first imports
-``pxr`` and ``twinstage.runtime`` (the same imports for every variant), then times:
+``pxr`` and ``twinstage.runtime`` and registers the twin schema plugin (the same
+one-time process set-up for every variant), then times:
 
 * ``bare`` — ``Usd.Stage.Open(path)`` (the baseline);
 * ``twin cold`` — ``twinstage.open(path)`` with the read cache off
@@ -68,6 +69,9 @@ def _child(variant: str, path: str) -> None:
             pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    from twinstage.usd import register
+
+    register()  # the twin schema plugin, once per process (like the imports): loaded for every variant alike
     base = rss_mb()
     out: dict = {"base_rss_mb": base}
     t0 = time.perf_counter()

@@ -41,9 +41,8 @@ ATTRIBUTE, PRIM, PSEUDO_ROOT, VARIANT, VARIANT_SET = 1, 6, 7, 10, 11
 _ARRAY = np.uint64(1 << 63)
 _INLINED = np.uint64(1 << 62)
 _PAYLOAD = np.uint64((1 << 48) - 1)
-_TERM = 0xFFFFFFFF  # end of a field set
-_SIZES = np.array([0, 1, 2, 4], np.int64)  # bytes of a delta per 2-bit code (32-bit ints)
-_SHIFTS = np.array([0, 2, 4, 6], np.uint8)
+_SIZES = np.array([0, 1, 2, 4], np.int8)  # bytes of a delta per 2-bit code (32-bit ints)
+_CODES4 = ((np.arange(256, dtype=np.uint8)[:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3).astype(np.uint8)  # code byte -> 4 codes
 
 
 class CrateError(ValueError):
@@ -81,22 +80,22 @@ def _lz4(data: memoryview, max_size: int) -> bytes:
 
 
 def decode_ints(raw: bytes, n: int) -> np.ndarray:
-    """``Sdf_IntegerCompression`` data (after LZ4) of ``n`` 32-bit ints, as int64 (unwrapped cumulative sums)."""
+    """``Sdf_IntegerCompression`` data (after LZ4) of ``n`` 32-bit ints, as int32 (wrapping, as the C++
+    decoder's running sum does; a uint32 above 2^31 reads negative, which callers reject as an index)."""
     if n == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int32)
     ncode = (2 * n + 7) // 8
     if len(raw) < 4 + ncode:
         raise CrateError(f"integer block of {len(raw)} bytes is too short for {n} values")
     b = np.frombuffer(raw, np.uint8)
-    common = int.from_bytes(raw[:4], "little", signed=True)
-    codes = ((b[4 : 4 + ncode, None] >> _SHIFTS) & 3).reshape(-1)[:n]
-    sizes = _SIZES[codes]
-    ends = np.cumsum(sizes)
+    common = np.int32(int.from_bytes(raw[:4], "little", signed=True))
+    codes = _CODES4[b[4 : 4 + ncode]].reshape(-1)[:n]
+    offs = np.cumsum(_SIZES[codes], dtype=np.int64 if n >= 1 << 28 else np.int32)
     v = b[4 + ncode :]
-    if int(ends[-1]) > len(v):
-        raise CrateError(f"integer block holds {len(v)} bytes of deltas, its codes need {int(ends[-1])}")
-    offs = ends - sizes
-    deltas = np.full(n, common, np.int64)
+    if int(offs[-1]) > len(v):
+        raise CrateError(f"integer block holds {len(v)} bytes of deltas, its codes need {int(offs[-1])}")
+    offs -= _SIZES[codes]  # start of each delta
+    deltas = np.full(n, common, np.int32)
     m = codes == 1
     deltas[m] = v[offs[m]].view(np.int8)
     m = codes == 2
@@ -108,7 +107,8 @@ def decode_ints(raw: bytes, n: int) -> np.ndarray:
         o = offs[m]
         w = v[o].astype(np.uint32) | (v[o + 1].astype(np.uint32) << 8) | (v[o + 2].astype(np.uint32) << 16) | (v[o + 3].astype(np.uint32) << 24)
         deltas[m] = w.view(np.int32)
-    return np.cumsum(deltas)
+    del offs, codes, m
+    return np.cumsum(deltas, dtype=np.int32, out=deltas)
 
 
 class Crate:
@@ -220,7 +220,7 @@ class Crate:
         n = self.u64(pos)
         if pos + 8 + 4 * n > len(self.data):
             raise CrateError(f"{self.path}: STRINGS claims {n} strings past the end of the file")
-        s = np.frombuffer(self._map, np.uint32, n, pos + 8).astype(np.int64)
+        s = np.frombuffer(self._map, np.uint32, n, pos + 8).astype(np.int64)  # small: kept wide
         if n and s.max() >= len(self.tokens):
             raise CrateError(f"{self.path}: a string names token {int(s.max())} of {len(self.tokens)}")
         return s
@@ -237,8 +237,7 @@ class Crate:
         raw = _lz4(self.data[pos + 8 : pos + 8 + size], 8 * n)
         if len(raw) != 8 * n:
             raise CrateError(f"{self.path}: FIELDS holds {len(raw) // 8} value reps for {n} fields")
-        tok = tok & 0xFFFFFFFF
-        if n and tok.max() >= len(self.tokens):
+        if n and (tok.max() >= len(self.tokens) or tok.min() < 0):
             raise CrateError(f"{self.path}: a field names token {int(tok.max())} of {len(self.tokens)}")
         self.field_token = tok
         self.field_rep = np.frombuffer(raw, np.uint64)
@@ -247,14 +246,13 @@ class Crate:
         pos, _ = self._section("FIELDSETS")
         n = self.u64(pos)
         fs, _ = self._ints(pos + 8, n)
-        fs = fs & 0xFFFFFFFF
-        term = fs == _TERM
-        if n and (not term[-1] or fs[~term].max(initial=0) >= len(self.field_token)):
+        term = fs == -1  # 0xFFFFFFFF
+        if n and (not term[-1] or fs.min() < -1 or fs.max() >= len(self.field_token)):
             raise CrateError(f"{self.path}: corrupt field sets")
         self.fieldsets = fs
-        idx = np.arange(n, dtype=np.int64)
+        idx = np.arange(n, dtype=np.int32)
         last = np.maximum.accumulate(np.where(term, idx, -1))
-        start = np.empty(n, np.int64)
+        start = np.empty(n, np.int32)
         if n:
             start[0] = 0
             start[1:] = last[:-1] + 1
@@ -271,20 +269,22 @@ class Crate:
         index, p = self._ints(pos + 16, n)
         elem, p = self._ints(p, n)
         jumps, _ = self._ints(p, n)
-        elem = elem.astype(np.int32).astype(np.int64)
-        jumps = jumps.astype(np.int32).astype(np.int64)
-        index = index & 0xFFFFFFFF
-        if n and (index.max() >= total or np.bincount(index, minlength=total).max() > 1 or np.abs(elem).max() >= len(self.tokens)):
-            raise CrateError(f"{self.path}: corrupt path table")
-        node = np.arange(n, dtype=np.int64)
+        self.path_known = np.zeros(total, bool)
+        if n:
+            if index.min() < 0 or index.max() >= total or elem.min() <= -(2**31) or np.abs(elem).max() >= len(self.tokens):
+                raise CrateError(f"{self.path}: corrupt path table")
+            self.path_known[index] = True
+            if int(np.count_nonzero(self.path_known)) != n:
+                raise CrateError(f"{self.path}: a path index is repeated")
+        node = np.arange(n, dtype=np.int32)
         has_child = (jumps > 0) | (jumps == -1)
-        bad = (jumps < -2) | (node + np.maximum(jumps, 0) >= n)
+        bad = (jumps < -2) | (node.astype(np.int64) + np.maximum(jumps, 0) >= n)
         if bad.any():
             raise CrateError(f"{self.path}: corrupt path jumps")
         # pre-order tree: a node's parent is the node before it when that one has a child;
         # otherwise it shares a parent with the sibling that leads to it (the node before it
         # when that one has only a sibling, else the node whose jump lands on it)
-        same = np.full(n, -1, np.int64)
+        same = np.full(n, -1, np.int32)
         direct = np.zeros(n, bool)
         if n:
             direct[0] = True
@@ -296,26 +296,31 @@ class Crate:
             lost = ~direct & (same < 0)
             if lost.any():
                 raise CrateError(f"{self.path}: path table node {int(np.argmax(lost))} has no parent")
-            rep = np.where(direct, node, same)
-            todo = np.flatnonzero(~direct)
-            for _ in range(64):  # pointer jumping over the unresolved nodes only
+            # runs of only-sibling links resolve at once to the run's first node (its head); the heads
+            # (direct, or the target of a jump) then resolve by pointer jumping among themselves
+            prev_link = np.zeros(n, bool)
+            prev_link[1:] = jumps[:-1] == 0
+            head = np.maximum.accumulate(np.where(prev_link, 0, node))
+            link = np.where(direct, node, head[np.maximum(same, 0)])  # meaningful at heads
+            todo = np.flatnonzero(~direct & ~prev_link)
+            for _ in range(64):
                 if not len(todo):
                     break
-                rep[todo] = rep[rep[todo]]
-                todo = todo[~direct[rep[todo]]]
+                link[todo] = link[link[todo]]
+                todo = todo[~direct[link[todo]]]
             else:
                 raise CrateError(f"{self.path}: path table siblings form a cycle")
+            rep = link[head]
             parent_node = np.where(rep > 0, rep - 1, -1)
+            del same, rep, todo, link, head
         else:
-            parent_node = np.zeros(0, np.int64)
-        self.path_parent = np.full(total, -1, np.int64)
-        self.path_token = np.zeros(total, np.int64)
+            parent_node = np.zeros(0, np.int32)
+        self.path_parent = np.full(total, -1, np.int32)
+        self.path_token = np.zeros(total, np.int32)
         self.path_is_prop = np.zeros(total, bool)
         self.path_parent[index] = np.where(parent_node >= 0, index[np.maximum(parent_node, 0)], -1)
         self.path_token[index] = np.abs(elem)
         self.path_is_prop[index] = elem < 0
-        self.path_known = np.zeros(total, bool)
-        self.path_known[index] = True
 
     def _read_specs(self) -> None:
         pos, _ = self._section("SPECS")
@@ -323,8 +328,7 @@ class Crate:
         paths, p = self._ints(pos + 8, n)
         fsets, p = self._ints(p, n)
         types, _ = self._ints(p, n)
-        paths, fsets = paths & 0xFFFFFFFF, fsets & 0xFFFFFFFF
-        if n and (paths.max() >= len(self.path_parent) or not self.path_known[paths].all() or fsets.max() >= len(self.fieldsets)):
+        if n and (min(paths.min(), fsets.min(), types.min()) < 0 or paths.max() >= len(self.path_parent) or not self.path_known[paths].all() or fsets.max() >= len(self.fieldsets)):
             raise CrateError(f"{self.path}: a spec names a path or field set that does not exist")
         if n and (fsets > 0).any() and not self._fs_term[fsets[fsets > 0] - 1].all():
             raise CrateError(f"{self.path}: a spec's field set does not start a set")
@@ -349,7 +353,7 @@ class Crate:
         """Field index (-1: not authored) of field ``name`` for each spec index in ``specs``."""
         by_set = self._field_cache.get(name)
         if by_set is None:
-            by_set = np.full(len(self.fieldsets), -1, np.int64)
+            by_set = np.full(len(self.fieldsets), -1, np.int32)
             tok = self.token_index(name)
             if tok >= 0:
                 valid = ~self._fs_term

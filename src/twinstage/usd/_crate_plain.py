@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _crate as C
-from ._crate_twin import OTHER, SCALAR, VEC3, decode_scalars, twin_tokens
+from ._crate_twin import OTHER, SCALAR, VEC3, classify, decode_scalars, twin_tokens
 from ._schema import ASSET_API, NAMESPACE, STATE_API, _USD_TO_TWIN
 
 _PREFIX = NAMESPACE + ":"
@@ -31,71 +31,77 @@ _INTEGRAL = np.array([C.BOOL, C.UCHAR, C.INT, C.UINT, C.INT64, C.UINT64])
 Fallback = Callable[[str, tuple, tuple, tuple], tuple[Any, list]]
 
 
+class NotCovered(Exception):
+    """A layer this reader does not model (the message says why); the caller reads through pxr."""
+
+
 def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallback: Fallback, norm_meta: Callable) -> dict[str, Any]:
     c = layer.crate
+    tokens = c.tokens
     order_a = np.asarray(order, np.int64)
-    api = layer.api[order_a]
-    uniq, which = np.unique(api, return_inverse=True)
+    uniq, which = np.unique(layer.api[order_a], return_inverse=True)
+    which = which.reshape(-1)
     schemas = [schemas_of(c, int(r)) if r else () for r in uniq.tolist()]
-    is_twin = np.asarray([ASSET_API in s for s in schemas], bool)
-    keep = is_twin[which.reshape(-1)]
-    twin_a = order_a[keep]
-    twin_which = which.reshape(-1)[keep]
+    keep = np.asarray([ASSET_API in s for s in schemas], bool)[which]
+    twin_a, twin_which = order_a[keep], which[keep]
     twin_schemas = [schemas[i] for i in twin_which.tolist()]
     n = len(twin_a)
     pos_of_spec = np.full(len(layer.prims), -1, np.int64)
     pos_of_spec[twin_a] = np.arange(n)
     paths = _paths(c, layer.prim_path[twin_a])
-    # the twin prims' twin:* attributes, grouped by prim (traversal order), then by name
+    # the twin prims' twin:* attributes as a dense table: row = prim (traversal order), column = name
     sp = c.spec_path
-    tokens = c.tokens
-    twin_tok = twin_tokens(c)
-    attrs = np.flatnonzero((c.spec_type == C.ATTRIBUTE) & c.path_is_prop[sp] & twin_tok[c.path_token[sp]])
+    attrs = np.flatnonzero((c.spec_type == C.ATTRIBUTE) & c.path_is_prop[sp] & twin_tokens(c)[c.path_token[sp]])
     owner = layer.spec_of_path[c.path_parent[sp[attrs]]]
     owner = np.where(owner >= 0, pos_of_spec[np.maximum(owner, 0)], -1)
-    keep = owner >= 0
-    attrs, owner = attrs[keep], owner[keep]
-    name = c.path_token[sp[attrs]]
-    uname, name_i = _dense(name, len(tokens))
-    key = owner * max(len(uname), 1) + name_i
-    if len(key) > 1 and (np.diff(key) < 0).any():
-        srt = np.argsort(key, kind="stable")
-        attrs, owner, name, name_i = attrs[srt], owner[srt], name[srt], name_i[srt]
+    attrs, owner = attrs[owner >= 0], owner[owner >= 0]
+    uname, slot = _dense(c.path_token[sp[attrs]], len(tokens))
+    if n * len(uname) > 4 * len(attrs) + 1_000_000:
+        raise NotCovered(f"{len(uname)} distinct twin attribute names over {n} assets")
+    table = np.full((n, max(len(uname), 1)), -1, np.int64)
+    table[owner, slot] = np.arange(len(attrs))
+    if int((table >= 0).sum()) != len(attrs):
+        raise C.CrateError(f"{c.path}: an attribute spec is repeated")
     reps = c.reps(c.field("default", attrs))
-    vals, kind = decode_scalars(c, reps)
-    rtype = ((reps >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64)
+    kind = classify(reps)
+    rtype = ((reps >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int16)
     trep = c.reps(c.field("typeName", attrs))
+    del attrs  # at 100k assets each per-attribute array is ~4M entries: keep few of them at once
     ttok = np.where(trep != 0, (trep & C._PAYLOAD).astype(np.int64), -1)
+    del trep
     if (ttok >= len(tokens)).any():
         raise C.CrateError(f"{c.path}: an attribute's typeName names a token that does not exist")
-    utype, type_i = _dense(ttok + 1, len(tokens) + 1)
-    upair, pair = _dense(name_i * len(utype) + type_i, max(len(uname), 1) * len(utype))
-    pairs = []
-    for k in upair.tolist():
-        nm, tt = tokens[int(uname[k // len(utype)])], int(utype[k % len(utype)]) - 1
-        pairs.append((nm, (tokens[tt] if tt >= 0 else "") if nm.count(":") == 1 else ""))
-    vec_ok = np.asarray([bool(t) and _USD_TO_TWIN.get(t) == "vec3" for _, t in pairs], bool)
-    odd = (kind == OTHER) | ((kind == VEC3) & ~vec_ok[pair])
-    counts = np.bincount(owner, minlength=n)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    names = [tokens[t] for t in uname.tolist()]
+    is_value = np.asarray([nm.count(":") == 1 for nm in names], bool)
+    tname = np.where(is_value[slot], ttok, -1).astype(np.int32)  # the layout keeps a type name for value attributes only
+    del ttok, slot
+    utn, tn_i = _dense(tname + 1, len(tokens) + 1)
+    vec_ok = np.asarray([t > 0 and _USD_TO_TWIN.get(tokens[t - 1]) == "vec3" for t in utn.tolist()], bool)[tn_i]
+    odd = (kind == OTHER) | ((kind == VEC3) & ~vec_ok)
     odd_prim = np.bincount(owner[odd], minlength=n) > 0
-    plans = _plans(twin_which, schemas, pair, starts, counts)
+    del odd, owner, vec_ok
+    # a plan: (apiSchemas, type name per column, -2 where the prim has no such attribute)
+    sig = np.where(table >= 0, tname[np.maximum(table, 0)], -2)
+    plans = _plans(np.column_stack([twin_which, sig]))
+    del sig, tname
+
+    def layout_of(row: np.ndarray) -> tuple[tuple, np.ndarray]:
+        present = np.flatnonzero(row >= -1)
+        return tuple((names[k], tokens[t] if t >= 0 else "") for k, t in zip(present.tolist(), row[present].tolist())), present
 
     templates: dict[tuple, int] = {}
     P, J, T, V = [], [], [], []  # per declaration: prim position, order in prim, template, value
     fields = [np.full(n, "", object) for _ in range(3)]
     slow = 0
-    for (schemas, sig), rows in plans.items():
-        members = rows.tolist()
-        layout = tuple(pairs[p] for p in sig)
-        plan = _plan(layout, schemas)
-        L = len(sig)
-        cols = starts[rows][:, None] + np.arange(L)  # attribute index per (prim, layout position)
+    for key, rows in plans:
+        layout, present = layout_of(key[1:])
+        plan = _plan(layout, schemas[int(key[0])])
+        cols = table[rows][:, present]  # attribute index per (member, layout position)
         whole = ~odd_prim[rows]  # covered by the columns (the rest: the builder, prim by prim)
         for f, at in zip(fields, plan["asset"]):
             if at is not None:
-                col = vals[cols[:, at]]
-                if not (kind[cols[:, at]] == SCALAR).all() or not np.isin(rtype[cols[:, at]], (C.TOKEN, C.STRING)).all():
+                col, _ = decode_scalars(c, reps[cols[:, at]])
+                if not np.isin(rtype[cols[:, at]], (C.TOKEN, C.STRING)).all():
                     col = np.asarray(["" if v is None else str(v) for v in col.tolist()], object)
                 f[rows] = col
         decl_cols: list = []
@@ -107,13 +113,15 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
             ok = _value_ok(ttype, kind[a], rtype[a])
             mcols = np.stack([reps[cols[:, m]] if m is not None else np.zeros(len(rows), np.uint64) for m in meta_at], axis=1)
             if (mcols == mcols[:1]).all():  # the usual case: every member shares its metadata
-                combos, which = mcols[:1], np.zeros(len(rows), np.int64)
+                combos, which_m = mcols[:1], np.zeros(len(rows), np.int64)
             else:
-                combos, which = np.unique(mcols, axis=0, return_inverse=True)
+                combos, which_m = np.unique(mcols, axis=0, return_inverse=True)
+                which_m = which_m.reshape(-1)
             tids = np.empty(len(combos), np.int64)
             for u in range(len(combos)):
-                first = int(np.argmax(which.reshape(-1) == u))
-                raw = tuple(None if m is None else vals[int(cols[first, m])] for m in meta_at)
+                first = int(np.argmax(which_m == u))
+                got = decode_scalars(c, np.asarray([reps[cols[first, m]] if m is not None else 0 for m in meta_at], np.uint64))[0]
+                raw = tuple(None if m is None else v for m, v in zip(meta_at, got.tolist()))
                 try:
                     meta = norm_meta(raw)
                 except TypeError:
@@ -123,11 +131,11 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
                     continue
                 unit, lo, hi, desc, role, drives = meta
                 tids[u] = templates.setdefault((dname, ttype, unit, lo, hi, role, drives, desc), len(templates))
-            tid = tids[which.reshape(-1)]
+            tid = tids[which_m]
             conv = np.empty(len(rows), object)
             fin = np.zeros(len(rows), bool)
             if ok.any():
-                conv[ok], fin[ok] = _convert(ttype, vals[a[ok]])
+                conv[ok], fin[ok] = _convert(ttype, decode_scalars(c, reps[a[ok]])[0])
             whole &= ok & fin & (tid >= 0)
             decl_cols.append((j, tid, conv))
         else:
@@ -136,12 +144,12 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
                 J.append(np.full(int(whole.sum()), j, np.int64))
                 T.append(tid[whole])
                 V.append(conv[whole])
-        for r, i in enumerate(members):
+        for r, i in enumerate(rows.tolist()):
             if whole[r]:
                 continue
-            a, k = int(starts[i]), int(counts[i])
-            layout_i = None if odd_prim[i] else tuple(pairs[p] for p in pair[a : a + k].tolist())
-            asset, decls = fallback(paths[i], twin_schemas[i], layout_i, tuple(vals[a : a + k].tolist()))
+            idx = cols[r]
+            values = tuple(decode_scalars(c, reps[idx])[0].tolist())
+            asset, decls = fallback(paths[i], twin_schemas[i], None if odd_prim[i] else layout, values)
             slow += 1
             fields[0][i], fields[1][i], fields[2][i] = asset.kind, asset.asset_id, asset.model
             for j, d in enumerate(decls):
@@ -156,8 +164,8 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
         dp, dt, dv = p[srt].tolist(), t[srt].tolist(), v[srt].tolist()
     else:
         dp, dt, dv = [], [], []
-    return {"paths": paths, "fields": [f.tolist() for f in fields], "templates": list(templates), "decl_prim": dp, "decl_template": dt, "decl_value": dv,
-            "slow_prims": slow, "layers": 1}
+    return {"paths": paths, "fields": [f.tolist() for f in fields], "templates": list(templates), "decl_prim": dp, "decl_template": dt,
+            "decl_value": dv, "slow_prims": slow, "layers": 1}
 
 
 def _plan(layout: tuple, schemas: tuple) -> dict[str, Any]:
@@ -221,21 +229,14 @@ def _dense(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     return uniq, table[values]
 
 
-def _plans(s_of: np.ndarray, by_schema: list[tuple], pair: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> dict[tuple, np.ndarray]:
-    """Twin prims grouped by (apiSchemas, layout as pair ids): {(schemas, sig): prim positions}
-    (``s_of``: each prim's index into ``by_schema``)."""
-    out: dict[tuple, np.ndarray] = {}
-    group = s_of * (int(counts.max(initial=0)) + 1) + counts
-    for g in np.unique(group).tolist():
-        members = np.flatnonzero(group == g)
-        L = int(counts[members[0]])
-        sch = by_schema[int(s_of[members[0]])]
-        m = pair[starts[members][:, None] + np.arange(L)]
-        if (m == m[:1]).all():
-            out[(sch, tuple(m[0].tolist()))] = members
-            continue
-        uniq, inv = np.unique(m, axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
-        for u in range(len(uniq)):
-            out[(sch, tuple(uniq[u].tolist()))] = members[inv == u]
-    return out
+def _plans(keys: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows grouped by identical key rows: [(key, member rows)] (one group when all agree, the usual case)."""
+    if not len(keys):
+        return []
+    if (keys == keys[:1]).all():
+        return [(keys[0], np.arange(len(keys)))]
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+    return [(uniq[u], order[bounds[u] : bounds[u + 1]]) for u in range(len(uniq))]

@@ -33,7 +33,7 @@ import numpy as np
 from pxr import Sdf, Usd
 
 from . import _crate as C
-from ._crate_plain import Fallback, plain_description
+from ._crate_plain import Fallback, NotCovered, plain_description
 from ._crate_twin import twin_tokens
 from ._schema import NAMESPACE, SchemaError
 
@@ -45,8 +45,7 @@ _LISTS = ((1 << 1, "explicitItems"), (1 << 2, "addedItems"), (1 << 5, "prepended
           (1 << 3, "deletedItems"), (1 << 4, "orderedItems"))
 
 
-class NotLocal(Exception):
-    """The stage is not of the shape this reader covers (the message says why)."""
+NotLocal = NotCovered  # the stage is not of the shape this reader covers (the message says why)
 
 
 def _stage_shape(stage: Usd.Stage) -> str:
@@ -174,7 +173,7 @@ class _Layer:
         self.root_children = int(c.reps(c.field("primChildren", np.asarray([self.root_spec])))[0])
         # child lookup: (parent path, name token) -> path index, for prim paths
         prim_paths = np.flatnonzero(c.path_known & ~c.path_is_prop & (c.path_parent >= 0))
-        key = c.path_parent[prim_paths] * len(c.tokens) + c.path_token[prim_paths]
+        key = c.path_parent[prim_paths].astype(np.int64) * len(c.tokens) + c.path_token[prim_paths]
         order = np.argsort(key)
         self._keys, self._paths = key[order], prim_paths[order]
 

@@ -32,16 +32,39 @@ def _at(crate: C.Crate, offsets: np.ndarray, dtype: str, count: int = 1) -> np.n
     return crate.bytes[idx].copy().view(dtype).reshape(len(offsets), count)
 
 
+_SCALAR_TYPES = (C.BOOL, C.UCHAR, C.INT, C.UINT, C.INT64, C.UINT64, C.HALF, C.FLOAT, C.DOUBLE, C.TOKEN, C.STRING)
+# per (type << 1 | inlined): the kind a value of that encoding decodes to
+_KIND_OF_CODE = np.full(512, OTHER, np.int8)
+for _t in _SCALAR_TYPES:
+    _KIND_OF_CODE[_t * 2 + 1] = SCALAR
+for _t in _VEC3_BYTES:
+    _KIND_OF_CODE[_t * 2 + 1] = _KIND_OF_CODE[_t * 2] = VEC3
+for _t in (C.DOUBLE, C.INT64, C.UINT64):
+    _KIND_OF_CODE[_t * 2] = SCALAR
+
+
+def _codes(reps: np.ndarray) -> np.ndarray:
+    """(type << 1 | inlined) per rep; -1 for arrays and absent values."""
+    code = ((reps >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64) * 2 + ((reps & C._INLINED) != 0)
+    code[((reps & C._ARRAY) != 0) | (reps == 0)] = -1
+    return code
+
+
+def classify(reps: np.ndarray) -> np.ndarray:
+    """The kind each value rep decodes to (what :func:`decode_scalars` says), without decoding."""
+    code = _codes(reps)
+    kind = np.where(code >= 0, _KIND_OF_CODE[np.maximum(code, 0)], OTHER).astype(np.int8)
+    kind[reps == 0] = MISSING
+    return kind
+
+
 def decode_scalars(crate: C.Crate, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(values as an object array, kind per value) for the value reps of attribute defaults."""
     n = len(reps)
     vals = np.empty(n, object)
     kind = np.full(n, OTHER, np.int8)
     kind[reps == 0] = MISSING
-    # one code per (type, inlined), arrays apart: each present code is decoded once
-    code = ((reps >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64) * 2 + ((reps & C._INLINED) != 0)
-    code[(reps & C._ARRAY) != 0] = -1
-    code[reps == 0] = -1
+    code = _codes(reps)  # each present encoding is decoded once
     seen = np.zeros(512, bool)
     seen[code[code >= 0]] = True
     tokens = None
@@ -126,7 +149,7 @@ def layer_specs(crate: C.Crate) -> dict[str, Any]:
     if len(owner) > 1 and (np.diff(owner) < 0).any():
         order = np.argsort(owner, kind="stable")
         attrs, owner = attrs[order], owner[order]
-    name_tok = crate.path_token[sp[attrs]]
+    name_tok = crate.path_token[sp[attrs]].astype(np.int64)
     vals, kind = decode_scalars(crate, crate.reps(crate.field("default", attrs)))
     type_rep = crate.reps(crate.field("typeName", attrs))
     type_tok = np.where(type_rep != 0, (type_rep & C._PAYLOAD).astype(np.int64), -1)
