@@ -51,15 +51,15 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
     paths = _paths(c, layer.prim_path[twin_a])
     # the twin prims' twin:* attributes as a dense table: row = prim (traversal order), column = name
     sp = c.spec_path
-    attrs = np.flatnonzero((c.spec_type == C.ATTRIBUTE) & c.path_is_prop[sp] & twin_tokens(c)[c.path_token[sp]])
+    attrs = np.flatnonzero((c.spec_type == C.ATTRIBUTE) & c.path_is_prop[sp] & twin_tokens(c)[c.path_token[sp]]).astype(np.int32)
     owner = layer.spec_of_path[c.path_parent[sp[attrs]]]
-    owner = np.where(owner >= 0, pos_of_spec[np.maximum(owner, 0)], -1)
+    owner = np.where(owner >= 0, pos_of_spec[np.maximum(owner, 0)], -1).astype(np.int32)
     attrs, owner = attrs[owner >= 0], owner[owner >= 0]
     uname, slot = _dense(c.path_token[sp[attrs]], len(tokens))
     if n * len(uname) > 4 * len(attrs) + 1_000_000:
         raise NotCovered(f"{len(uname)} distinct twin attribute names over {n} assets")
-    table = np.full((n, max(len(uname), 1)), -1, np.int64)
-    table[owner, slot] = np.arange(len(attrs))
+    table = np.full((n, max(len(uname), 1)), -1, np.int32)
+    table[owner, slot] = np.arange(len(attrs), dtype=np.int32)
     if int((table >= 0).sum()) != len(attrs):
         raise C.CrateError(f"{c.path}: an attribute spec is repeated")
     reps = c.reps(c.field("default", attrs))
