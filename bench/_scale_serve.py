@@ -5,7 +5,7 @@ port; its start builds the hello: attribute table, assets; the scene's GLB, whic
 server builds at start too, is left to :func:`glb_phase`, run last, so that a GLB too
 big for the machine breaks after every other figure is in). One
 :class:`twinstage.bridge.Client` (compact hello, binary state) connects from a thread of
-its own and subscribes to everything, while the twin keeps ticking at its rate (60 Hz,
+its own and subscribes to everything (the rows hello, which it does not ask for, is never built), while the twin keeps ticking at its rate (60 Hz,
 or as fast as it can when a tick takes longer), until the client has received
 ``messages`` state messages after its snapshot (or ``timeout_s`` passed).
 """
@@ -31,8 +31,8 @@ def serve_phase(g: Guard, twin: Any, messages: int, timeout_s: float = 1800.0) -
     twin.add_sink(server)
     out["serve_start_s"] = time.perf_counter() - t0
     hb = server.hello_builder
-    out["serve_hello_bytes"] = hb.sizes["compact"]
-    out["serve_hello_rows_bytes"] = hb.sizes["rows"]
+    out["serve_hello_bytes"] = hb.compact_bytes
+    out["serve_hello_rows_floor_bytes"] = hb.rows_floor()  # rows are built only for a client that gets them (none here)
     out["serve_rss_started_mb"] = status_mb()["VmRSS"]
     g.phase("serve: client")
     info: dict[str, Any] = {}
@@ -93,6 +93,8 @@ def serve_phase(g: Guard, twin: Any, messages: int, timeout_s: float = 1800.0) -
     if "error" in info:
         out["serve_error"] = info["error"]
     out["serve_rss_mb"] = status_mb()["VmRSS"]
+    out["serve_rows_builds"] = hb.rows_builds
+    out["serve_aborted"] = server.stats().get("aborted", 0)  # clients the send watchdog dropped (they see 1006)
     g.phase("serve: stop")
     t = time.perf_counter()
     twin.remove_sink(server)

@@ -116,10 +116,20 @@ async function loadGlb(hello) {
   twin.glb = 'loading';
   const session = hello.session;
   let root, nodes;
-  try { ({ root, nodes } = await loadSceneGlb(new URL(hello.glb.url, wsUrl.replace(/^ws/, 'http')).href, token)); } catch (e) {
-    twin.glb = `failed: ${e.message || e}`;
-    twin.errors.push(`scene GLB: ${e.message || e}`);
-    return;
+  // a big scene's GLB may still be being built (hello.glb.status 'building'): the server answers 503 with
+  // Retry-After until it is ready; boxes stand in meanwhile
+  for (let tries = 0; ; tries++) {
+    try { ({ root, nodes } = await loadSceneGlb(new URL(hello.glb.url, wsUrl.replace(/^ws/, 'http')).href, token)); break; } catch (e) {
+      const res = e.response;
+      if (res && res.status === 503 && tries < 720 && twin.hello && twin.hello.session === session) {
+        twin.glb = 'waiting';
+        await new Promise(r => setTimeout(r, 1000 * Math.min(60, Math.max(1, Number(res.headers.get('Retry-After')) || 5))));
+        continue;
+      }
+      twin.glb = `failed: ${e.message || e}`;
+      twin.errors.push(`scene GLB: ${e.message || e}`);
+      return;
+    }
   }
   if (!twin.hello || twin.hello.session !== session) return;  // a newer server answered meanwhile
   twin.nodes = nodes;

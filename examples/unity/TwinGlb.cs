@@ -105,28 +105,37 @@ namespace TwinStage.Bridge
             return new Uri(b.Uri, path);
         }
 
-        // The GLB bytes (Authorization: Bearer TOKEN), checked against the hello's sha256.
+        // The GLB bytes (Authorization: Bearer TOKEN), checked against the hello's sha256 (when it has one:
+        // a big scene's GLB may still be being built, hello.glb.status "building"; the server then answers
+        // 503 with Retry-After, and this waits and asks again, up to maxWaitSeconds in all).
         // HttpWebRequest: in every .NET profile Unity and Mono ship (no System.Net.Http needed).
-        public static async Task<byte[]> FetchAsync(Uri uri, string token, string sha256)
+        public static async Task<byte[]> FetchAsync(Uri uri, string token, string sha256, int maxWaitSeconds = 600)
         {
-            var req = (HttpWebRequest)WebRequest.Create(uri);
-            req.Proxy = null;
-            if (!string.IsNullOrEmpty(token)) req.Headers[HttpRequestHeader.Authorization] = "Bearer " + token;
-            byte[] data;
-            try
+            byte[] data = null;
+            for (int waited = 0; data == null; )
             {
-                using (var resp = (HttpWebResponse)await req.GetResponseAsync())
-                using (var body = resp.GetResponseStream())
-                using (var ms = new MemoryStream())
+                var req = (HttpWebRequest)WebRequest.Create(uri);
+                req.Proxy = null;
+                if (!string.IsNullOrEmpty(token)) req.Headers[HttpRequestHeader.Authorization] = "Bearer " + token;
+                int retry = 0;
+                try
                 {
-                    await body.CopyToAsync(ms);
-                    data = ms.ToArray();
+                    using (var resp = (HttpWebResponse)await req.GetResponseAsync())
+                    using (var body = resp.GetResponseStream())
+                    using (var ms = new MemoryStream())
+                    {
+                        await body.CopyToAsync(ms);
+                        data = ms.ToArray();
+                    }
                 }
-            }
-            catch (WebException e) when (e.Response is HttpWebResponse)
-            {
-                var r = (HttpWebResponse)e.Response;
-                throw new GlbException("GET " + uri.AbsolutePath + ": HTTP " + (int)r.StatusCode + " " + r.StatusDescription);
+                catch (WebException e) when (e.Response is HttpWebResponse)
+                {
+                    var r = (HttpWebResponse)e.Response;
+                    if ((int)r.StatusCode != 503 || waited >= maxWaitSeconds || !int.TryParse(r.Headers["Retry-After"], out retry))
+                        throw new GlbException("GET " + uri.AbsolutePath + ": HTTP " + (int)r.StatusCode + " " + r.StatusDescription);
+                    retry = Math.Max(1, Math.Min(60, retry));
+                }
+                if (data == null) { await Task.Delay(retry * 1000); waited += retry; }
             }
             if (!string.IsNullOrEmpty(sha256))
             {

@@ -58,6 +58,7 @@ namespace TwinStage.Bridge
     [Serializable] public class SceneModel
     {
         public string url; public string mediaType; public long bytes; public string sha256; public string upAxis; public double metersPerUnit;
+        public string status; public string reason;  // "ready", "building" (url set, bytes 0: GET answers 503 + Retry-After until done) or "none"
     }
 
     [Serializable] public class StateMessage  // "snapshot" and "delta" (JSON encoding); a big one comes in parts (part 0 .. parts-1)

@@ -45,15 +45,16 @@ def make_server(args: argparse.Namespace) -> Any:
     if http == "auto":
         http = browser_client_dir()
     procs = getattr(args, "fanout_procs", 0) or 0
+    glb = {} if getattr(args, "glb_max_prims", None) is None else {"glb_max_prims": args.glb_max_prims}
     if procs:
         from ._fanout import FanoutHub
 
         server = FanoutHub(args.scene, procs, args.host, args.port, open_kwargs={"rate": args.rate, "realtime": True, "seed": args.seed},
                            server_kwargs={"tokens": tokens + generated, "tokens_file": args.tokens, "anonymous": anonymous,
-                                          "origins": args.origin or [], "http_dir": str(http) if http else None})
+                                          "origins": args.origin or [], "http_dir": str(http) if http else None, **glb})
     else:
         server = Server(args.host, args.port, tokens=tokens + generated, tokens_file=args.tokens, anonymous=anonymous, origins=args.origin or [],
-                        http_dir=http)
+                        http_dir=http, **glb)
     server.generated_tokens = generated
     return server
 

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GLB_DOC = ("the scene's GLB (node extras.twinId = prim path); url '' when the server has no stage or could not build it "
-           "(clients then draw a box per asset)")
+GLB_DOC = ("the scene's GLB (node extras.twinId = prim path); url '' when the server has none (no stage, more twin prims than its "
+           "glb_max_prims, the export failed: status 'none', reason says which); clients then draw a box per asset")
 
 
 class SceneModel(BaseModel):
@@ -24,3 +24,8 @@ class SceneModel(BaseModel):
     up_axis: Literal["Y"] = Field("Y", description="glTF is Y-up; the root node converts to the stage's axes and units, so nodes below "
                                                    "it are in stage units and axes (like prims[].position)")
     meters_per_unit: float = 1.0
+    status: Literal["ready", "building", "none"] = Field(
+        "none", description="ready: bytes and sha256 describe what url serves; building: a big scene's GLB is being built in the background "
+                            "(url set, bytes 0, sha256 ''; GET answers 503 with Retry-After until it is ready, a later hello has bytes and sha256); "
+                            "none: no GLB (url '')")
+    reason: str = Field("", description="why there is none, or that it is being built ('' when ready)")

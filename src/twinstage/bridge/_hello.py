@@ -2,13 +2,22 @@
 encoded once per server start, and a small per-connection part (role, user, tick, seq,
 paused, prims added/removed while running).
 
-The scene's GLB (:func:`twinstage.export.to_glb` of the twin's stage, built once here) is
-served at :data:`GLB_PATH` with the websocket's auth and announced as ``hello.glb``."""
+Two layouts of the static part: compact (columns) is encoded at start; rows (a record per
+attribute and per prim: ~1.3 kB per machine, 1.29 GB at 1M machines) only when a client first
+gets it — ``?hello=rows``, or no ``?hello=`` on a scene small enough for rows to fit the server's
+``max_state_bytes`` — and kept from then on (:attr:`HelloBuilder.rows_builds` counts it). Whether
+rows fit is first checked against a lower bound of their size (:meth:`HelloBuilder.rows_floor`:
+the records' keys and paths, without encoding them); only a scene under the bound has its rows
+built to compare exactly, so the answer — and every byte of every hello — is what it was when both
+were built at start.
+
+The scene's GLB (:mod:`._scene_glb`: at start, in the background, or not at all above
+``glb_max_prims``) is served at :data:`GLB_PATH` with the websocket's auth and announced as ``hello.glb``."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -18,29 +27,24 @@ from .. import __version__
 from ._jsonio import dumps
 from ._messages import PROTOCOL, UNBOUNDED, VERSION, Limits
 from ._scene import SceneInfo, plain_prims
+from ._scene_glb import GLB_MAX_PRIMS, GLB_PATH, GLB_TYPE, GlbSource, SceneGlb, no_glb  # noqa: F401  (re-exported)
 
 log = logging.getLogger("twinstage.bridge")
-GLB_PATH = "/scene.glb"
 #: ``?hello=``: "auto" (no parameter) is the rows layout unless it is over the server's ``max_state_bytes``
 HELLO_LAYOUTS = ("auto", "rows", "compact")
-GLB_TYPE = "model/gltf-binary"
-NO_GLB = {"url": "", "mediaType": GLB_TYPE, "bytes": 0, "sha256": "", "upAxis": "Y", "metersPerUnit": 1.0}
+NO_GLB = no_glb("the server has no stage")
+#: the keys of an attribute record (``Mirror.attribute_table``; tests/bridge/test_hello_lazy.py checks they match)
+ATTRIBUTE_KEYS = ("index", "prim", "attribute", "type", "unit", "min", "max", "role", "drives", "description")
+_GLB_MARK = "@twinstage-glb@"  # where hello.glb goes in the encoded static part (it changes when a background build ends)
 
 
-class SceneGlb:
-    """The stage as GLB bytes (Y-up metres, node ``extras.twinId`` = prim path) with its ETag."""
-
-    def __init__(self, stage: Any):
-        from ..export._glb import glb_bytes
-
-        t0 = time.perf_counter()
-        self.data = glb_bytes(stage, animation=None)
-        self.seconds = time.perf_counter() - t0
-        self.sha256 = hashlib.sha256(self.data).hexdigest()
-        self.etag = f'"{self.sha256[:32]}"'
-
-    def info(self) -> dict[str, Any]:
-        return {"url": GLB_PATH, "mediaType": GLB_TYPE, "bytes": len(self.data), "sha256": self.sha256, "upAxis": "Y", "metersPerUnit": 1.0}
+def _floor(obj: Any) -> Any:
+    """The shortest JSON value of the same shape's keys: strings empty, numbers 0, lists empty."""
+    if isinstance(obj, dict):
+        return {k: _floor(v) for k, v in obj.items()}
+    if isinstance(obj, str):
+        return ""
+    return [] if isinstance(obj, (list, tuple, np.ndarray)) else 0
 
 
 class HelloBuilder:
@@ -54,34 +58,103 @@ class HelloBuilder:
 
             up_axis, mpu = str(UsdGeom.GetStageUpAxis(stage)), float(UsdGeom.GetStageMetersPerUnit(stage))
             self.prims = SceneInfo(stage).twin_prims(ctl)
-            self.glb = self._build_glb(stage) if getattr(server, "scene_glb", True) else None
         else:
-            self.glb = None
             self.prims = plain_prims(ctl)
-        self.attributes = server.mirror.attribute_table()
+        self.glb_source = GlbSource(stage, len(self.prims), getattr(server, "glb_max_prims", GLB_MAX_PRIMS),
+                                    enabled=getattr(server, "scene_glb", True), on_change=self._glb_changed)
         limits = Limits(max_message_bytes=server.max_message_bytes, commands_per_second=server.commands_per_second, command_burst=server.command_burst,
                         command_timeout=server.command_timeout, send_deadline=server.send_deadline, max_rate=ctl.rate,
                         ring_frames=server.ring.max_frames, max_state_bytes=server.max_state_bytes)
-        static = {
+        #: the static fields in hello order (attributes and prims: filled in by the layout)
+        self._fields = {
             "protocol": PROTOCOL, "version": VERSION, "session": server.session, "server": f"twinstage {__version__}", "scene": ctl.scene_name,
             "tickRate": ctl.rate, "upAxis": up_axis, "metersPerUnit": mpu, "encodings": ["json", "binary", "compact"],
-            "limits": limits.model_dump(by_alias=True, mode="json"), "attributes": self.attributes, "prims": self.prims, "layout": "rows",
-            "glb": self.glb.info() if self.glb is not None else NO_GLB,
+            "limits": limits.model_dump(by_alias=True, mode="json"), "attributes": [], "prims": [], "layout": "rows", "glb": _GLB_MARK,
         }
-        self._static = dumps(static)[1:-1]
-        static.update(attributes=[], prims=[], layout="compact", channels=self._channels(), assets=self._assets())
-        self._static_compact = dumps(static)[1:-1]
-        self.sizes = {"rows": len(self._static), "compact": len(self._static_compact)}
+        self._lock = threading.Lock()
+        self._rows: tuple[str, str] | None = None
+        self._rows_len = 0
+        self.rows_builds = 0
+        self._attributes: list[dict[str, Any]] | None = None
+        self._glb_text = ""
+        self._glb_changed()
+        static = dict(self._fields, attributes=[], prims=[], layout="compact", channels=self._channels(), assets=self._assets())
+        self._compact = self._split(dumps(static)[1:-1])
+        self._compact_len = len(self._compact[0]) + len(self._compact[1])
+        self._floor: int | None = None
 
     @staticmethod
-    def _build_glb(stage: Any) -> SceneGlb | None:
-        try:
-            glb = SceneGlb(stage)
-        except Exception as exc:  # the state still streams; clients fall back to boxes
-            log.warning("bridge: no scene GLB for clients (%s: %s)", type(exc).__name__, exc)
-            return None
-        log.info("bridge: scene GLB %d bytes in %.2f s", len(glb.data), glb.seconds)
-        return glb
+    def _split(text: str) -> tuple[str, str]:
+        head, mark, tail = text.partition(f'"{_GLB_MARK}"')
+        assert mark, "hello: no glb field"
+        return head, tail
+
+    # -- the GLB ------------------------------------------------------------------------------------
+    @property
+    def glb(self) -> SceneGlb | None:
+        """The scene's GLB once built (None: none, or not yet)."""
+        return self.glb_source.glb
+
+    @glb.setter
+    def glb(self, value: SceneGlb | None) -> None:
+        self.glb_source.glb = value
+        self._glb_changed()
+
+    def _glb_changed(self) -> None:
+        self._glb_text = dumps(self.glb_source.info())
+
+    # -- rows, on demand ------------------------------------------------------------------------------
+    @property
+    def attributes(self) -> list[dict[str, Any]]:
+        """The attribute table (a record per entry; built with the rows hello)."""
+        if self._attributes is None:
+            self._attributes = self.server.mirror.attribute_table()
+        return self._attributes
+
+    def _rows_text(self) -> tuple[str, str]:
+        with self._lock:  # one build, whoever asks first
+            if self._rows is None:
+                t0 = time.perf_counter()
+                self._rows = self._split(dumps(dict(self._fields, attributes=self.attributes, prims=self.prims))[1:-1])
+                self._rows_len = len(self._rows[0]) + len(self._rows[1])
+                self.rows_builds += 1
+                log.info("bridge: rows hello built on first request: %d bytes in %.2f s", self._rows_len + len(self._glb_text) - 2,
+                         time.perf_counter() - t0)
+            return self._rows
+
+    def rows_floor(self) -> int:
+        """A lower bound of the rows hello's static size (what :attr:`sizes` ``["rows"]`` would be), from the
+        records' shapes and names alone: the fixed fields as encoded; per prim the record with empty strings,
+        zeros and empty lists plus its path and one digit and comma per attribute index; per attribute the
+        record with every value 0 plus its prim's path and its name."""
+        if self._floor is None:
+            p = self.prims
+            head, tail = self._split(dumps(self._fields)[1:-1])  # (hello.glb not counted: it changes when a build ends)
+            n = len(head) + len(tail)
+            if p:
+                keys = p[0].keys()
+                if all(r.keys() == keys for r in p):
+                    n += len(p) * (len(dumps(_floor(p[0]))) + 1) - 1
+                    n += sum(len(r["path"]) + max(0, 2 * len(r["attributes"]) - 1) for r in p)
+            table = self.server.mirror.table
+            path_len = np.fromiter(map(len, table.prims), dtype=np.int64, count=len(table.prims))
+            row = len(dumps(dict.fromkeys(ATTRIBUTE_KEYS, 0))) + 1
+            for ch in self.server.mirror.channels.values():
+                k = len(ch.prim_index)
+                n += k * (row + len(ch.name)) + int(path_len[np.asarray(ch.prim_index, dtype=np.int64)].sum()) if k else 0
+            self._floor = n
+        return self._floor
+
+    @property
+    def compact_bytes(self) -> int:
+        """Static bytes of the compact hello (built at start)."""
+        return self._compact_len + len(self._glb_text)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Static bytes of each layout (reading ``rows`` builds the rows hello)."""
+        self._rows_text()
+        return {"rows": self._rows_len + len(self._glb_text), "compact": self.compact_bytes}
 
     def _channels(self) -> list[dict[str, Any]]:
         """The attribute table once per channel: per-row columns only where rows differ."""
@@ -126,7 +199,11 @@ class HelloBuilder:
         if asked != "auto":
             return asked
         bound = self.server.max_state_bytes
-        return "compact" if bound and self.sizes["rows"] > bound else "rows"
+        if not bound:
+            return "rows"
+        if self.rows_floor() > bound:  # rows are bigger than the bound whatever they hold: never built
+            return "compact"
+        return "compact" if self.sizes["rows"] > bound else "rows"
 
     def hello(self, role: str, user: str, layout: str = "auto") -> str:
         server = self.server
@@ -137,7 +214,8 @@ class HelloBuilder:
         removed = list(st.removed) if st is not None else []
         dyn = {"type": "hello", "role": role, "user": user, "tick": m.tick, "simTime": m.sim_time, "seq": m.seq, "paused": server.control.paused,
                "added": added, "removed": removed}
-        return "{" + dumps(dyn)[1:-1] + "," + (self._static_compact if layout == "compact" else self._static) + "}"
+        head, tail = self._compact if layout == "compact" else self._rows_text()
+        return "{" + dumps(dyn)[1:-1] + "," + head + self._glb_text + tail + "}"
 
 
 def _uniform(values: np.ndarray) -> Any:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ._alarms import alarm_flags, derive_alarms
 from ._control import TwinControl
 from ._hello import HelloBuilder
+from ._scene_glb import GLB_MAX_PRIMS
 from ._jsonio import parse_json, wire  # noqa: F401  (parse_json: re-exported for older imports)
 from ._messages import Event
 from ._twin_errors import ErrorWatch
@@ -57,6 +58,7 @@ class Server(TwinCalls):
     waits is dropped; ``send_buffer`` (bytes) caps the kernel
     send buffer per client (``SO_SNDBUF``; None = the system's autotuning). ``max_state_bytes``: a
     snapshot, delta or ``values`` message larger than this goes in parts (:mod:`._split`; 0: never).
+    ``glb_max_prims``: no scene GLB for a scene of more twin prims (None: no cap; see :mod:`._scene_glb`).
     """
 
     writes_stage = False
@@ -94,6 +96,7 @@ class Server(TwinCalls):
         read_timeout: float = 10.0,
         ingest: Any = None,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        glb_max_prims: int | None = GLB_MAX_PRIMS,
     ):
         toks = list(tokens)
         if tokens_file:
@@ -104,6 +107,9 @@ class Server(TwinCalls):
         self.origins = list(origins)
         self.max_message_bytes = int(max_message_bytes)
         self.max_state_bytes = int(max_state_bytes)
+        if glb_max_prims is not None and int(glb_max_prims) < 0:
+            raise ValueError(f"glb_max_prims must be None (no cap) or at least 0, got {glb_max_prims}")
+        self.glb_max_prims = None if glb_max_prims is None else int(glb_max_prims)
         if self.max_state_bytes and not MIN_MAX_STATE_BYTES <= self.max_state_bytes:
             raise ValueError(f"max_state_bytes must be 0 (no limit) or at least {MIN_MAX_STATE_BYTES}, got {max_state_bytes}")
         self.commands_per_second = float(commands_per_second)

@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or of the scene when no file is given")
     b.add_argument("--fanout-procs", type=_count, default=0, metavar="N",
                    help="serve clients from N worker processes sharing the port (the twin ticks alone in this one); default 0: one process")
+    b.add_argument("--glb-max-prims", type=_count, default=None, metavar="N",
+                   help="no scene GLB (/scene.glb) for a scene of more than N twin prims: clients draw a box per asset "
+                        "(default 100000; scenes over 5000 prims build it in the background after the server starts)")
     b.add_argument("--metrics-port", type=_count, metavar="PORT", help="serve Prometheus metrics (twin and bridge) on 127.0.0.1:PORT (0: a free port, printed)")
     b.set_defaults(fn=cmd_serve)
 

@@ -22,6 +22,7 @@ from websockets.http11 import Response
 
 from ... import __version__
 from .._hello import GLB_PATH, GLB_TYPE, HELLO_LAYOUTS
+from .._scene_glb import GLB_RETRY_S, GLB_WAIT_S
 from .._messages import FOXGLOVE_SUBPROTOCOL, SUBPROTOCOL
 from .auth import Auth, origin_allowed
 from .session import Closed, Session, now
@@ -58,9 +59,10 @@ def _cookie_token(headers: Any) -> str | None:
     return None
 
 
-def glb_response(server: Any, request: Any) -> Response:
+async def glb_response(server: Any, request: Any) -> Response:
     """``GET /scene.glb``: the scene's GLB with the websocket's auth (token by ?token=, Bearer header or
-    cookie; 401 without an accepted one unless anonymous access is on; 403 for a disallowed Origin)."""
+    cookie; 401 without an accepted one unless anonymous access is on; 403 for a disallowed Origin).
+    While it is being built: wait up to ``GLB_WAIT_S`` for it, then 503 with ``Retry-After``."""
     headers = request.headers
     if not origin_allowed(headers.get("Origin"), server.origins, headers.get("Host")):
         server.count("rejected_origin")
@@ -74,9 +76,19 @@ def glb_response(server: Any, request: Any) -> Response:
         server.count("rejected_token")
         return _plain(401, "Unauthorized", "this server needs a token (?token=, Authorization: Bearer or cookie twinstage_token)\n",
                       [("WWW-Authenticate", 'Bearer realm="twinstage"')])
-    glb = getattr(getattr(server, "hello_builder", None), "glb", None)
+    hb = getattr(server, "hello_builder", None)
+    source = getattr(hb, "glb_source", None)
+    if source is not None and source.status == "building":
+        end = now() + GLB_WAIT_S
+        while source.status == "building" and now() < end:
+            await asyncio.sleep(0.05)
+        if source.status == "building":
+            return _plain(503, "Service Unavailable", f"the scene GLB is being built ({source.prims} twin prims); retry in {GLB_RETRY_S} s\n",
+                          [("Retry-After", str(GLB_RETRY_S)), ("Cache-Control", "no-store")])
+    glb = getattr(hb, "glb", None)
     if glb is None:
-        return _plain(404, "Not Found", "this server has no scene GLB (no stage, or it could not be exported: see the server log)\n")
+        why = getattr(source, "reason", "") or "no stage, or it could not be exported: see the server log"
+        return _plain(404, "Not Found", f"this server has no scene GLB: {why}\n")
     common = [("ETag", glb.etag), ("Cache-Control", "private, no-cache"), ("X-Content-Type-Options", "nosniff")]
     if glb.etag in [t.strip() for t in headers.get("If-None-Match", "").split(",")]:
         return Response(304, "Not Modified", Headers([*common, ("Content-Length", "0")]), b"")
@@ -107,12 +119,28 @@ class Listener:
         return self.port
 
     async def _watchdog(self) -> None:
-        """Abort connections whose current send has taken longer than its deadline."""
-        period = max(0.02, min(0.25, self.server.send_deadline / 4))
+        """Abort connections whose current send has taken longer than its deadline.
+
+        A deadline counts the time the server could have sent, not the time its own loop could not
+        run: when this wakes later than asked (a tick holding the GIL — a gen-2 GC pass or a USD
+        call takes seconds at 1M assets —, a big frame applied or a big snapshot encoded on the
+        loop), the sends in flight get that stall back (:meth:`Sender.credit_stall`). Without it
+        such stalls were charged to the client: a likely part of why the 1M bench's client was
+        aborted (1006) during its snapshot (docs/performance.md, "A 1M-asset run")."""
+        server = self.server
+        period = max(0.02, min(0.25, server.send_deadline / 4))
+        last = now()
         while True:
             await asyncio.sleep(period)
             t = now()
-            for s in list(self.server.sessions):
+            stall = t - last - period
+            last = t
+            if stall > period:  # (lateness of a period or less is ordinary scheduling)
+                server.count("loop_stalls")
+                server.count("loop_stall_ms", int(stall * 1000))
+                for s in list(server.sessions):
+                    s.credit_stall(t, stall)
+            for s in list(server.sessions):
                 s.check_deadline(t)
 
     async def shutdown(self) -> None:

@@ -278,6 +278,13 @@ class Sender:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    def credit_stall(self, t: float, stall: float) -> None:
+        """The server's loop could not run for the ``stall`` s before ``t``: a send in flight gets the part of
+        it since the send began back (the deadline measures the client, not the server's own stalls)."""
+        since = self.sending_since
+        if since is not None:
+            self.sending_since = since + max(0.0, min(stall, t - since))
+
     def check_deadline(self, t: float) -> None:
         """Called by the server's watchdog: abort a send stuck past the deadline."""
         since = self.sending_since
