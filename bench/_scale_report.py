@@ -42,6 +42,8 @@ def add_size(rep: Any, rows: list[list], n: int, gen: dict | None, res: dict | N
         rep.note(f"{label} assets: {broke}" + (f" (RSS {at['broke_rss_mb']:.0f} MB, {at['broke_mem_available_mb']:.0f} MB available)"
                                                if "broke_rss_mb" in at else ""))
         log(args, f"scale: {label}: {broke}")
+    if isinstance(res.get("serve_glb"), str):
+        rep.note(f"{label} assets: scene GLB {res['serve_glb']}")
     growth = "-"
     done = "close_s" in res
     if done:

@@ -102,10 +102,15 @@ def serve_phase(g: Guard, twin: Any, messages: int, timeout_s: float = 1800.0) -
 
 
 def glb_phase(g: Guard, stage: Any) -> None:
-    """The scene's GLB as the bridge builds it at start (``SceneGlb``: ``export.glb_bytes`` of the stage)."""
+    """The scene's GLB as the bridge builds it (``SceneGlb``: ``export.glb_bytes`` of the stage); a scene over the
+    bridge's default ``glb_max_prims`` gets none from ``serve``, so none is built here either (``serve_glb`` says so)."""
     from twinstage.bridge._hello import SceneGlb
+    from twinstage.bridge._scene_glb import GLB_MAX_PRIMS
 
     out = g.result
+    if out.get("assets", 0) > GLB_MAX_PRIMS:
+        out["serve_glb"] = f"not built: {out['assets']} twin prims > glb_max_prims {GLB_MAX_PRIMS} (clients draw boxes)"
+        return
     g.phase("serve: GLB")
     r0 = status_mb()["VmRSS"]
     glb = SceneGlb(stage)
