@@ -265,29 +265,6 @@ def test_a_file_rewritten_after_the_stage_opened_is_not_trusted(tmp_path):
     assert {d.value for d in got.declarations if d.name == "temperature"} == {20.0, 21.0, 22.0}
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    decls=st.lists(
-        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["float", "int", "bool", "vec3"]), st.sampled_from(["m", "degC", "1"]),
-                  st.sampled_from(["state", "input", "parameter", "measured"]), st.floats(-1e6, 1e6)),
-        max_size=6,
-    ),
-    n=st.integers(1, 5),
-)
-def test_random_declarations(tmp_path_factory, decls, n):
-    d = tmp_path_factory.mktemp("rand")
-    stage = create_stage(d / "r.usdc", root="W")
-    for i in range(n):
-        prim = stage.DefinePrim(f"/W/A{i}", "Xform")
-        declare_asset(prim, kind="k", asset_id=str(i), model="" if i % 2 else "thermal")
-        for name, type_, unit, role, x in decls:
-            if not prim.HasAttribute(f"twin:{name}"):
-                value = {"float": x, "int": int(x), "bool": x > 0, "vec3": (x, -x, 0.5)}[type_]
-                declare_attribute(prim, name, type_, value, unit=unit, role=role, description=f"{name} of {i}")
-    stage.GetRootLayer().Save()
-    _check(open_stage(d / "r.usdc"))
-
-
 # -- hostile bytes -----------------------------------------------------------------------------
 
 

@@ -291,9 +291,10 @@ def test_usd_wg_assets_read_the_same(shared_data, tmp_path):
     ),
     n=st.integers(1, 4),
 )
-def test_random_declarations(tmp_path_factory, decls, n):
+@pytest.mark.parametrize("suffix", [".usda", ".usdc"])  # .usdc: the crate reader's columns (tests/test_crate.py)
+def test_random_declarations(tmp_path_factory, decls, n, suffix):
     d = tmp_path_factory.mktemp("rand")
-    stage = create_stage(d / "r.usda", root="W")
+    stage = create_stage(d / f"r{suffix}", root="W")
     for i in range(n):
         prim = stage.DefinePrim(f"/W/A{i}", "Xform")
         declare_asset(prim, kind="k", asset_id=str(i), model="" if i % 2 else "thermal")
@@ -303,7 +304,9 @@ def test_random_declarations(tmp_path_factory, decls, n):
             value = {"float": x, "int": int(x), "bool": x > 0, "vec3": (x, -x, 0.5)}[type_]
             declare_attribute(prim, name, type_, value, unit=unit, role=role, description=f"{name} of {i}")
     stage.GetRootLayer().Save()
-    _same(open_stage(d / "r.usda"), d / "cache")
+    _same(open_stage(d / f"r{suffix}"), d / "cache")
+    if suffix == ".usdc":
+        assert read_twin(open_stage(d / f"r{suffix}"), cache=False).stats["crate"] == "read"
 
 
 # -- the whole description, cached per stage ---------------------------------------------
