@@ -19,19 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pxr import Sdf, Usd
 
-from twinstage.state import Declaration
-from twinstage.usd import SchemaError, create_stage, declare_asset, declare_attribute, open_stage, read_asset, read_attributes, read_twin, twin_prims
+from _twinread import reference_description
+
+from twinstage.usd import SchemaError, create_stage, declare_asset, declare_attribute, open_stage, read_twin
 from twinstage.usd import _crate, _crate_twin
 from twinstage.usd._read_layers import LayerReader, same_entry
 
-
-def _reference(stage: Usd.Stage):
-    assets, decls = [], []
-    for prim in twin_prims(stage):
-        a = read_asset(prim)
-        assets.append(a)
-        decls.extend(Declaration(a.path, d.name, d.type, v, d.unit, d.min, d.max, d.role, d.drives, d.description) for d, v in read_attributes(prim))
-    return tuple(assets), tuple(decls)
+_reference = reference_description
 
 
 def _check(stage: Usd.Stage, crate: str | None = "read"):
