@@ -49,7 +49,27 @@ def ensure_renderer(viewer: Any) -> None:
     v._renderer.add_event_handler(lambda event: on_event(v, event), "pointer_down", "pointer_move", "pointer_up", "wheel",
                                   "key_down", "key_up", "before_render")
     build_scene(v)
+    if v._kind != "offscreen":
+        _defer_close_while_drawing(v, canvas)
     canvas.request_draw(lambda: draw(v))
+
+
+def _defer_close_while_drawing(v: Any, canvas: Any) -> None:
+    """A window closed in the middle of a frame — rendercanvas closes its canvases from its Ctrl-C signal
+    handler, which runs wherever the main thread is, e.g. between two render passes — loses its surface
+    under the renderer and crashed the process (a segfault in glfw). The close waits for the frame's end."""
+    close = canvas.close
+    v._drawing = False
+    v._close_pending = False
+
+    def deferred() -> None:
+        if v._drawing:
+            v._close_pending = True
+        else:
+            close()
+
+    canvas.close = deferred
+    v._real_close = close
 
 
 def build_scene(viewer: Any) -> None:
@@ -108,6 +128,19 @@ def apply_pending(viewer: Any) -> None:
 def draw(viewer: Any) -> None:
     """One frame (the canvas's draw callback); a window keeps redrawing while something moves or pulses."""
     v = viewer
+    if v._kind != "offscreen" and v._canvas.get_closed():
+        return
+    v._drawing = True
+    try:
+        _draw(v)
+    finally:
+        v._drawing = False
+        if getattr(v, "_close_pending", False):
+            v._close_pending = False
+            v._real_close()
+
+
+def _draw(v: Any) -> None:
     try:
         t0 = time.perf_counter()
         apply_pending(v)

@@ -200,7 +200,8 @@ class Viewer:
         canvas = self._canvas
         if canvas is not None and self._kind != "offscreen":
             try:
-                canvas.close()
+                if not canvas.get_closed():  # rendercanvas may have closed it already (its own Ctrl-C handling)
+                    canvas.close()
             except Exception:
                 pass
 
