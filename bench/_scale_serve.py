@@ -104,8 +104,7 @@ def serve_phase(g: Guard, twin: Any, messages: int, timeout_s: float = 1800.0) -
 def glb_phase(g: Guard, stage: Any) -> None:
     """The scene's GLB as the bridge builds it (``SceneGlb``: ``export.glb_bytes`` of the stage); a scene over the
     bridge's default ``glb_max_prims`` gets none from ``serve``, so none is built here either (``serve_glb`` says so)."""
-    from twinstage.bridge._hello import SceneGlb
-    from twinstage.bridge._scene_glb import GLB_MAX_PRIMS
+    from twinstage.bridge._scene_glb import GLB_MAX_PRIMS, SceneGlb
 
     out = g.result
     if out.get("assets", 0) > GLB_MAX_PRIMS:

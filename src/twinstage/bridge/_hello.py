@@ -12,7 +12,7 @@ built to compare exactly, so the answer — and every byte of every hello — is
 were built at start.
 
 The scene's GLB (:mod:`._scene_glb`: at start, in the background, or not at all above
-``glb_max_prims``) is served at :data:`GLB_PATH` with the websocket's auth and announced as ``hello.glb``."""
+``glb_max_prims``) is served at ``/scene.glb`` with the websocket's auth and announced as ``hello.glb``."""
 
 from __future__ import annotations
 
@@ -27,12 +27,11 @@ from .. import __version__
 from ._jsonio import dumps
 from ._messages import PROTOCOL, UNBOUNDED, VERSION, Limits
 from ._scene import SceneInfo, plain_prims
-from ._scene_glb import GLB_MAX_PRIMS, GLB_PATH, GLB_TYPE, GlbSource, SceneGlb, no_glb  # noqa: F401  (re-exported)
+from ._scene_glb import GLB_MAX_PRIMS, GlbSource, SceneGlb
 
 log = logging.getLogger("twinstage.bridge")
 #: ``?hello=``: "auto" (no parameter) is the rows layout unless it is over the server's ``max_state_bytes``
 HELLO_LAYOUTS = ("auto", "rows", "compact")
-NO_GLB = no_glb("the server has no stage")
 #: the keys of an attribute record (``Mirror.attribute_table``; tests/bridge/test_hello_lazy.py checks they match)
 ATTRIBUTE_KEYS = ("index", "prim", "attribute", "type", "unit", "min", "max", "role", "drives", "description")
 _GLB_MARK = "@twinstage-glb@"  # where hello.glb goes in the encoded static part (it changes when a background build ends)

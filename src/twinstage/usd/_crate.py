@@ -336,12 +336,10 @@ class Crate:
 
     # -- queries ------------------------------------------------------------------------
     def token_index(self, text: str) -> int:
+        """Index of a token (-1: the file has no such token)."""
         try:
-            return self._token_index[text]
-        except AttributeError:
-            self._token_index = {t: i for i, t in enumerate(self.tokens)}
-            return self._token_index.get(text, -1)
-        except KeyError:
+            return self.tokens.index(text)
+        except ValueError:
             return -1
 
     def field_names(self) -> set[str]:

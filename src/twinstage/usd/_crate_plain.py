@@ -18,12 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _crate as C
-from ._crate_twin import OTHER, SCALAR, VEC3, classify, decode_scalars, twin_tokens
+from ._crate_twin import OTHER, SCALAR, VEC3, attribute_types, classify, decode_scalars, dense, twin_tokens
 from ._schema import ASSET_API, NAMESPACE, STATE_API, _USD_TO_TWIN
 
 _PREFIX = NAMESPACE + ":"
 _STATE_PREFIX = STATE_API + ":"
-_FIELDS = ("unit", "min", "max", "description", "role", "drives")
+_FIELDS = ("unit", "min", "max", "description", "role", "drives")  # metadata attributes twin:<name>:<field>, the order _norm_meta takes
 _NUMERIC = np.array([C.BOOL, C.UCHAR, C.INT, C.UINT, C.INT64, C.UINT64, C.HALF, C.FLOAT, C.DOUBLE])
 _INTEGRAL = np.array([C.BOOL, C.UCHAR, C.INT, C.UINT, C.INT64, C.UINT64])
 
@@ -55,7 +55,7 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
     owner = layer.spec_of_path[c.path_parent[sp[attrs]]]
     owner = np.where(owner >= 0, pos_of_spec[np.maximum(owner, 0)], -1).astype(np.int32)
     attrs, owner = attrs[owner >= 0], owner[owner >= 0]
-    uname, slot = _dense(c.path_token[sp[attrs]], len(tokens))
+    uname, slot = dense(c.path_token[sp[attrs]], len(tokens))
     if n * len(uname) > 4 * len(attrs) + 1_000_000:
         raise NotCovered(f"{len(uname)} distinct twin attribute names over {n} assets")
     table = np.full((n, max(len(uname), 1)), -1, np.int32)
@@ -65,18 +65,9 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
     reps = c.reps(c.field("default", attrs))
     kind = classify(reps)
     rtype = ((reps >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int16)
-    trep = c.reps(c.field("typeName", attrs))
-    del attrs  # at 100k assets each per-attribute array is ~4M entries: keep few of them at once
-    ttok = np.where(trep != 0, (trep & C._PAYLOAD).astype(np.int64), -1)
-    del trep
-    if (ttok >= len(tokens)).any():
-        raise C.CrateError(f"{c.path}: an attribute's typeName names a token that does not exist")
+    tname, vec_ok = attribute_types(c, uname[slot], attrs)
+    del attrs, slot  # at 100k assets each per-attribute array is ~4M entries: keep few of them at once
     names = [tokens[t] for t in uname.tolist()]
-    is_value = np.asarray([nm.count(":") == 1 for nm in names], bool)
-    tname = np.where(is_value[slot], ttok, -1).astype(np.int32)  # the layout keeps a type name for value attributes only
-    del ttok, slot
-    utn, tn_i = _dense(tname + 1, len(tokens) + 1)
-    vec_ok = np.asarray([t > 0 and _USD_TO_TWIN.get(tokens[t - 1]) == "vec3" for t in utn.tolist()], bool)[tn_i]
     odd = (kind == OTHER) | ((kind == VEC3) & ~vec_ok)
     odd_prim = np.bincount(owner[odd], minlength=n) > 0
     del odd, owner, vec_ok
@@ -95,7 +86,7 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
     slow = 0
     for key, rows in plans:
         layout, present = layout_of(key[1:])
-        plan = _plan(layout, schemas[int(key[0])])
+        plan = plan_layout(layout, schemas[int(key[0])])
         cols = table[rows][:, present]  # attribute index per (member, layout position)
         whole = ~odd_prim[rows]  # covered by the columns (the rest: the builder, prim by prim)
         for f, at in zip(fields, plan["asset"]):
@@ -168,8 +159,11 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
             "decl_value": dv, "slow_prims": slow, "layers": 1}
 
 
-def _plan(layout: tuple, schemas: tuple) -> dict[str, Any]:
-    """Where a layout keeps the asset's fields and each declaration's value and metadata (as ``_read._Plan``)."""
+def plan_layout(layout: tuple, schemas: tuple) -> dict[str, Any]:
+    """Where a layout ((name, type name), ...) keeps the asset's fields (``asset``: kind, assetId, model) and,
+    per ``TwinStateAPI:<name>`` in ``schemas`` order, the declaration's (name, value index, twin type, metadata
+    indexes in ``_FIELDS`` order); None where the layout has no such attribute. The one rule both the
+    prim-by-prim builder (``_read._Plan``) and the columns follow."""
     index = {n: i for i, (n, _) in enumerate(layout)}
     types = {n: t for n, t in layout if t}
     decls = []
@@ -217,16 +211,6 @@ def _paths(c: C.Crate, path_idx: np.ndarray) -> list[str]:
     heads = dict(zip(uniq.tolist(), c.path_strings(uniq)))
     tokens = c.tokens
     return [(h if h != "/" else "") + "/" + tokens[t] for h, t in zip(map(heads.__getitem__, parents.tolist()), c.path_token[path_idx].tolist())]
-
-
-def _dense(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values ascending, index of each value among them) for ints in [0, bound), without sorting."""
-    seen = np.zeros(bound, bool)
-    seen[values] = True
-    uniq = np.flatnonzero(seen)
-    table = np.zeros(bound, np.int64)
-    table[uniq] = np.arange(len(uniq))
-    return uniq, table[values]
 
 
 def _plans(keys: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -45,30 +45,28 @@ _LISTS = ((1 << 1, "explicitItems"), (1 << 2, "addedItems"), (1 << 5, "prepended
           (1 << 3, "deletedItems"), (1 << 4, "orderedItems"))
 
 
-NotLocal = NotCovered  # the stage is not of the shape this reader covers (the message says why)
-
 
 def _stage_shape(stage: Usd.Stage) -> str:
-    """The root layer's file path, or raise :class:`NotLocal`."""
+    """The root layer's file path, or raise :class:`NotCovered`."""
     root, session = stage.GetRootLayer(), stage.GetSessionLayer()
     used = stage.GetUsedLayers()
     if session is not None and (session.rootPrims or session.subLayerPaths or dict(session.customLayerData)):
-        raise NotLocal("the session layer holds opinions")
+        raise NotCovered("the session layer holds opinions")
     if any(layer.identifier not in (root.identifier, session.identifier if session else None) for layer in used):
-        raise NotLocal("the stage uses more than its root layer")
+        raise NotCovered("the stage uses more than its root layer")
     if root.anonymous or root.dirty or not root.realPath:
-        raise NotLocal("the root layer is anonymous or edited")
+        raise NotCovered("the root layer is anonymous or edited")
     if not stage.GetPopulationMask().IncludesSubtree(Sdf.Path.absoluteRootPath):
-        raise NotLocal("a population mask")
+        raise NotCovered("a population mask")
     if not C.is_crate(root.realPath):
-        raise NotLocal("the root layer is not a crate file")
+        raise NotCovered("the root layer is not a crate file")
     return root.realPath
 
 
 def _listop(crate: C.Crate, rep: int, item: str) -> tuple[bool, dict[str, list]]:
     """(explicit, lists) of a list op value whose items are fixed-size ``struct`` items."""
     if rep & (1 << 62) or rep & (1 << 63):
-        raise NotLocal("an inlined or array list op")
+        raise NotCovered("an inlined or array list op")
     pos = rep & ((1 << 48) - 1)
     if pos >= len(crate.data):
         raise C.CrateError(f"{crate.path}: a list op points outside the file")
@@ -84,9 +82,9 @@ def _listop(crate: C.Crate, rep: int, item: str) -> tuple[bool, dict[str, list]]
 
 
 def _references(crate: C.Crate, rep: int) -> list[int]:
-    """Target path indexes of an internal-only reference list op (else :class:`NotLocal`)."""
+    """Target path indexes of an internal-only reference list op (else :class:`NotCovered`)."""
     if (rep >> 48) & 0xFF != C.REFERENCE_LIST_OP or rep & (3 << 62):
-        raise NotLocal("references of an unexpected encoding")
+        raise NotCovered("references of an unexpected encoding")
     data, pos = crate.data, rep & ((1 << 48) - 1)
     bits = data[pos]
     pos += 1
@@ -102,11 +100,11 @@ def _references(crate: C.Crate, rep: int) -> list[int]:
             asset, prim, _offset, _scale, ndict = struct.unpack_from("<IIddQ", data, pos)
             pos += 32
             if ndict:
-                raise NotLocal("a reference with custom data")
+                raise NotCovered("a reference with custom data")
             if asset >= len(crate.strings) or prim >= len(crate.path_parent):
                 raise C.CrateError(f"{crate.path}: a reference names a string or path that does not exist")
             if crate.tokens[crate.strings[asset]]:
-                raise NotLocal("a reference to another file")
+                raise NotCovered("a reference to another file")
             if name != "deletedItems":
                 targets.append(prim)
     return targets
@@ -115,21 +113,18 @@ def _references(crate: C.Crate, rep: int) -> list[int]:
 def _schemas(crate: C.Crate, rep: int) -> tuple[str, ...]:
     """A token list op applied to nothing (what ``GetMetadata('apiSchemas')`` composes from one opinion)."""
     if (rep >> 48) & 0xFF != C.TOKEN_LIST_OP:
-        raise NotLocal("apiSchemas of an unexpected type")
+        raise NotCovered("apiSchemas of an unexpected type")
     explicit, lists = _listop(crate, rep, "I")
-    op = Sdf.TokenListOp()
     tokens = crate.tokens
-    for name, items in lists.items():
-        if any(i >= len(tokens) for (i,) in items):
-            raise C.CrateError(f"{crate.path}: apiSchemas names a token that does not exist")
-        vals = [tokens[i] for (i,) in items]
-        if name == "explicitItems" or explicit:
-            if name == "explicitItems":
-                op.explicitItems = vals
-        else:
-            setattr(op, name, vals)
-    if explicit and "explicitItems" not in lists:
+    if any(i >= len(tokens) for items in lists.values() for (i,) in items):
+        raise C.CrateError(f"{crate.path}: apiSchemas names a token that does not exist")
+    op = Sdf.TokenListOp()
+    if explicit:  # an explicit list op holds its explicit items only
         op.ClearAndMakeExplicit()
+        op.explicitItems = [tokens[i] for (i,) in lists.get("explicitItems", ())]
+    else:
+        for name, items in lists.items():
+            setattr(op, name, [tokens[i] for (i,) in items])
     return tuple(op.ApplyOperations([]))
 
 
@@ -146,11 +141,11 @@ class _Layer:
     def __init__(self, crate: C.Crate):
         self.crate = c = crate
         if np.isin(c.spec_type, (C.VARIANT, C.VARIANT_SET)).any():
-            raise NotLocal("variants")
+            raise NotCovered("variants")
         names = c.field_names()
         blocking = sorted(names.intersection(_BLOCKING_FIELDS))
         if blocking:
-            raise NotLocal("the layer authors " + ", ".join(blocking))
+            raise NotCovered("the layer authors " + ", ".join(blocking))
         self.prims = np.flatnonzero(c.spec_type == C.PRIM)
         self.prim_path = c.spec_path[self.prims]
         self.spec_of_path = np.full(len(c.path_parent), -1, np.int64)
@@ -166,7 +161,7 @@ class _Layer:
         self.active = _inline(c.reps(c.field("active", self.prims)), C.BOOL)
         self.instanceable = _inline(c.reps(c.field("instanceable", self.prims)), C.BOOL)
         if (self.active < -1).any() or (self.instanceable < -1).any():
-            raise NotLocal("active or instanceable of an unexpected type")
+            raise NotCovered("active or instanceable of an unexpected type")
         self.refs = c.reps(c.field("references", self.prims))
         self.api = c.reps(c.field("apiSchemas", self.prims))
         self.children = c.reps(c.field("primChildren", self.prims))
@@ -182,7 +177,7 @@ class _Layer:
         if rep == 0:
             return np.zeros(0, np.int64)
         if (rep >> 48) & 0xFF != C.TOKEN_VECTOR or rep & (3 << 62):
-            raise NotLocal("primChildren of an unexpected encoding")
+            raise NotCovered("primChildren of an unexpected encoding")
         c = self.crate
         pos = rep & ((1 << 48) - 1)
         n = c.u64(pos)
@@ -193,7 +188,7 @@ class _Layer:
         at = np.searchsorted(self._keys, key)
         at = np.minimum(at, len(self._keys) - 1)
         if len(key) and (self._keys[at] != key).any():
-            raise NotLocal("primChildren names a child the layer has no path for")
+            raise NotCovered("primChildren names a child the layer has no path for")
         return self._paths[at]
 
     def check_references(self) -> np.ndarray:
@@ -203,7 +198,7 @@ class _Layer:
         if not len(has):
             return has
         if ((self.specifier[has] != 0) | (self.instanceable[has] != 1)).any():
-            raise NotLocal("a reference on a prim that is not a locally defined instanceable prim")
+            raise NotCovered("a reference on a prim that is not a locally defined instanceable prim")
         targets = set()
         for rep in np.unique(self.refs[has]).tolist():
             targets.update(_references(c, int(rep)))
@@ -222,9 +217,9 @@ class _Layer:
             marked[cur] = True
         tl = np.fromiter(targets, np.int64, len(targets))
         if len(tl) and (marked[tl].any() or (self.spec_of_path[tl] < 0).any()):
-            raise NotLocal("a reference target holds twin data or is not a prim in this layer")
+            raise NotCovered("a reference target holds twin data or is not a prim in this layer")
         if len(tl) and (self.active[self.spec_of_path[tl]] >= 0).any():
-            raise NotLocal("a reference target authors active")
+            raise NotCovered("a reference target authors active")
         return has
 
     def traverse(self, instances: np.ndarray) -> list[int]:
@@ -233,12 +228,13 @@ class _Layer:
         is_instance[instances] = True
         visible = (self.specifier == 0) & (self.active != 0)
         out: list[int] = []
-        stack = [(iter(self.spec_of_path[self.child_paths(0, self.root_children)].tolist()))]
-        if (self.spec_of_path[self.child_paths(0, self.root_children)] < 0).any():
-            raise NotLocal("a root child without a spec")
-        root_path = self.crate.spec_path[self.root_spec]
-        if root_path != 0 and self.crate.path_parent[root_path] != -1:
+        root_path = int(self.crate.spec_path[self.root_spec])
+        if self.crate.path_parent[root_path] != -1:
             raise C.CrateError(f"{self.crate.path}: the pseudo-root is not the root path")
+        roots = self.spec_of_path[self.child_paths(root_path, self.root_children)]
+        if (roots < 0).any():
+            raise NotCovered("a root child without a spec")
+        stack = [iter(roots.tolist())]
         children, prim_path, spec_of_path = self.children, self.prim_path, self.spec_of_path
         vis, inst = visible.tolist(), is_instance.tolist()
         while stack:
@@ -265,7 +261,7 @@ def describe(stage: Usd.Stage, fallback: Fallback, norm_meta: Any) -> tuple[dict
     try:
         path = _stage_shape(stage)
         crate = C.Crate(path)
-    except (NotLocal, C.CrateError, OSError) as exc:
+    except (NotCovered, C.CrateError, OSError) as exc:
         return None, str(exc)
     try:
         layer = _Layer(crate)
@@ -273,7 +269,7 @@ def describe(stage: Usd.Stage, fallback: Fallback, norm_meta: Any) -> tuple[dict
         return plain_description(layer, order, _schemas, fallback, norm_meta), ""
     except SchemaError:
         raise  # a prim the prim-by-prim reader rejects: the same error either way
-    except (NotLocal, C.CrateError) as exc:
+    except (NotCovered, C.CrateError) as exc:
         return None, str(exc)
     except (IndexError, ValueError, OverflowError, struct.error) as exc:  # a file this reader misjudged: pxr decides
         return None, f"corrupt crate file ({type(exc).__name__}: {exc})"

@@ -132,6 +132,33 @@ def twin_tokens(crate: C.Crate) -> np.ndarray:
     return got
 
 
+def dense(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values ascending, index of each value among them) for ints in [0, bound), without sorting."""
+    seen = np.zeros(bound, bool)
+    seen[values] = True
+    uniq = np.flatnonzero(seen)
+    table = np.zeros(bound, np.int64)
+    table[uniq] = np.arange(len(uniq))
+    return uniq, table[values]
+
+
+def attribute_types(crate: C.Crate, name_tok: np.ndarray, attrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per attribute spec: the type name token its layout keeps (-1: none — metadata attributes
+    ``twin:<name>:<field>`` keep none, as ``LayerReader._extract``), and whether a 3-vector default
+    is allowed (a value attribute of a vec3 type); the rule the spec-by-spec reader applies."""
+    tokens = crate.tokens
+    rep = crate.reps(crate.field("typeName", attrs))
+    ttok = np.where(rep != 0, (rep & C._PAYLOAD).astype(np.int64), -1)
+    if (ttok >= len(tokens)).any():
+        raise C.CrateError(f"{crate.path}: an attribute's typeName names a token that does not exist")
+    names, name_i = dense(name_tok, len(tokens))
+    is_value = np.asarray([tokens[t].count(":") == 1 for t in names.tolist()], bool)[name_i]
+    tname = np.where(is_value, ttok, -1)
+    types, type_i = dense(tname + 1, len(tokens) + 1)
+    vec_ok = np.asarray([t > 0 and _USD_TO_TWIN.get(tokens[t - 1]) == "vec3" for t in types.tolist()], bool)[type_i]
+    return tname, vec_ok
+
+
 def layer_specs(crate: C.Crate) -> dict[str, Any]:
     """Prim spec path -> ``(layout, values)`` / ``()`` / ``None`` for every prim spec of the layer
     outside variants (see the module docstring)."""
@@ -151,24 +178,12 @@ def layer_specs(crate: C.Crate) -> dict[str, Any]:
         attrs, owner = attrs[order], owner[order]
     name_tok = crate.path_token[sp[attrs]].astype(np.int64)
     vals, kind = decode_scalars(crate, crate.reps(crate.field("default", attrs)))
-    type_rep = crate.reps(crate.field("typeName", attrs))
-    type_tok = np.where(type_rep != 0, (type_rep & C._PAYLOAD).astype(np.int64), -1)
-    if (type_tok >= len(tokens)).any():
-        raise C.CrateError(f"{crate.path}: an attribute's typeName names a token that does not exist")
-    # per distinct (name, type): the layout pair and whether a 3-vector is allowed
-    pair_key = name_tok * (len(tokens) + 1) + (type_tok + 1)
-    uniq, inv = np.unique(pair_key, return_inverse=True)
-    pairs, vec_ok = [], []
-    for k in uniq.tolist():
-        name = tokens[k // (len(tokens) + 1)]
-        tt = k % (len(tokens) + 1) - 1
-        is_value = name.count(":") == 1
-        type_name = (tokens[tt] if tt >= 0 else "") if is_value else ""
-        pairs.append((name, type_name))
-        vec_ok.append(is_value and _USD_TO_TWIN.get(type_name) == "vec3")
-    vec_ok_a = np.asarray(vec_ok, bool)[inv]
-    odd_attr = (kind == OTHER) | ((kind == VEC3) & ~vec_ok_a)
-    pair_list = [pairs[i] for i in inv.tolist()]
+    tname, vec_ok = attribute_types(crate, name_tok, attrs)
+    odd_attr = (kind == OTHER) | ((kind == VEC3) & ~vec_ok)
+    # per distinct (name, type name): the layout pair
+    uniq, inv = np.unique(name_tok * (len(tokens) + 1) + (tname + 1), return_inverse=True)
+    pairs = [(tokens[k // (len(tokens) + 1)], tokens[k % (len(tokens) + 1) - 1] if k % (len(tokens) + 1) else "") for k in uniq.tolist()]
+    pair_list = [pairs[i] for i in inv.reshape(-1).tolist()]
     values = vals.tolist()
     bounds = np.flatnonzero(np.diff(owner)) + 1
     starts = np.concatenate(([0], bounds)).tolist()

@@ -47,11 +47,9 @@ from pxr import Usd
 from ..state import Declaration
 from ..state._table import declaration_maker
 from . import _crate_stage, _readcache
+from ._crate_plain import plan_layout
 from ._read_layers import LayerReader, merge
-from ._schema import ASSET_API, NAMESPACE, ROLES, STATE_API, _USD_TO_TWIN, AssetDecl, read_asset, read_attributes, register
-
-_PREFIX = NAMESPACE + ":"
-_STATE_PREFIX = STATE_API + ":"
+from ._schema import ASSET_API, ROLES, AssetDecl, read_asset, read_attributes, register
 
 
 @dataclass(frozen=True)
@@ -71,30 +69,17 @@ class TwinDescription:
         return [a.path for a in self.assets]
 
 
-_FIELDS = ("unit", "min", "max", "description", "role", "drives")
-
-
 class _Plan:
-    """Where a layout keeps an asset's fields and each declaration's value and metadata."""
+    """:func:`._crate_plain.plan_layout` as getters over a prim's values (plus a trailing None for what is missing)."""
 
     __slots__ = ("asset", "decls")
 
     def __init__(self, layout: tuple, schemas: tuple):
-        index = {n: i for i, (n, _) in enumerate(layout)}
-        types = {n: t for n, t in layout if t}
+        plan = plan_layout(layout, schemas)
         missing = len(layout)  # values get a trailing None: a missing attribute reads as None
-        self.asset = itemgetter(*(index.get(n, missing) for n in ("twin:kind", "twin:assetId", "twin:model")))
-        decls = []
-        for schema in schemas:
-            if not schema.startswith(_STATE_PREFIX):
-                continue
-            name = schema[len(_STATE_PREFIX) :]
-            attr = _PREFIX + name
-            twin_type = _USD_TO_TWIN.get(types.get(attr, ""))
-            vi = index.get(attr)
-            meta = itemgetter(*(index.get(f"{attr}:{f}", missing) for f in _FIELDS))
-            decls.append((name, missing if vi is None else vi, twin_type, meta))
-        self.decls = tuple(decls)
+        self.asset = itemgetter(*(missing if i is None else i for i in plan["asset"]))
+        self.decls = tuple((name, missing if vi is None else vi, twin_type, itemgetter(*(missing if m is None else m for m in meta)))
+                           for name, vi, twin_type, meta in plan["decls"])
 
 
 def _norm_meta(raw: tuple) -> tuple | None:

@@ -128,8 +128,6 @@ def apply_pending(viewer: Any) -> None:
 def draw(viewer: Any) -> None:
     """One frame (the canvas's draw callback); a window keeps redrawing while something moves or pulses."""
     v = viewer
-    if v._kind != "offscreen" and v._canvas.get_closed():
-        return
     v._drawing = True
     try:
         _draw(v)

@@ -21,8 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from ... import __version__
-from .._hello import GLB_PATH, GLB_TYPE, HELLO_LAYOUTS
-from .._scene_glb import GLB_RETRY_S, GLB_WAIT_S
+from .._hello import HELLO_LAYOUTS
+from .._scene_glb import GLB_PATH, GLB_RETRY_S, GLB_TYPE, GLB_WAIT_S
 from .._messages import FOXGLOVE_SUBPROTOCOL, SUBPROTOCOL
 from .auth import Auth, origin_allowed
 from .session import Closed, Session, now
