@@ -14,6 +14,7 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,9 +22,12 @@ from pxr import Sdf, Usd
 
 from _twinread import reference_description
 
+import twinstage
+from twinstage.models import builtin_models
 from twinstage.usd import SchemaError, create_stage, declare_asset, declare_attribute, open_stage, read_twin
 from twinstage.usd import _crate, _crate_twin
 from twinstage.usd._read_layers import LayerReader, same_entry
+from twinstage.usd._writer import open_live_stage
 
 _reference = reference_description
 
@@ -242,6 +246,100 @@ def test_edits_and_session_opinions_step_aside(tmp_path):
     _check(stage, crate="session")
 
 
+
+def test_a_twin_opened_with_its_live_layer_reads_through_the_crate(factory_1k):
+    stage, live = open_live_stage(factory_1k)  # what twinstage.open opens: the live layer in the session already
+    assert list(stage.GetSessionLayer().subLayerPaths) == [live.identifier]
+    assert _check(stage).stats["slow_prims"] == 0
+
+    class Probe(builtin_models()["thermal"]):  # the factory's machine model, looking at the stage as the twin read it
+        def bind(self, table, rows, stage):
+            self.read = _check(stage).stats
+            super().bind(table, rows, stage)
+
+    probe = Probe()
+    with twinstage.open(factory_1k, models=[probe]) as twin:
+        assert probe.read["crate"] == "read" and twin.models["thermal"] is probe
+        assert list(twin.stage.GetSessionLayer().subLayerPaths) == [twin.live_layer.identifier]
+        assert "session" in read_twin(twin.stage, cache=False).stats["crate"]  # now it holds the columns: step aside
+
+
+def _plant_live(tmp_path: Path) -> tuple[Usd.Stage, Sdf.Layer]:
+    path = tmp_path / "plant.usdc"
+    _traversal_scene(path)
+    stage, live = open_live_stage(path)
+    _check(stage)
+    return stage, live
+
+
+def test_field_less_overs_in_the_live_layer_change_nothing(tmp_path):
+    stage, live = _plant_live(tmp_path)
+    for path in ("/Plant/Zeta", "/Plant/Hall/M0/Body", "/Plant/Over/Inside", "/Nowhere/Deep"):
+        Sdf.CreatePrimInLayer(live, path)
+    _check(stage)
+
+
+def _opinions(tmp_path: Path) -> dict:
+    keep = []  # layers a sublayer path names must outlive the test
+
+    def over(live, path):
+        return Sdf.CreatePrimInLayer(live, path)
+
+    def attribute(stage, live):
+        Sdf.AttributeSpec(over(live, "/Plant/Zeta"), "twin:t", Sdf.ValueTypeNames.Double).default = 5.0
+
+    def define(stage, live):
+        over(live, "/Plant/Extra").specifier = Sdf.SpecifierDef
+
+    def inactive(stage, live):
+        over(live, "/Plant/Zeta").active = False
+
+    def schemas(stage, live):
+        op = Sdf.TokenListOp()
+        op.deletedItems = ["TwinAssetAPI"]
+        over(live, "/Plant/Mid").SetInfo("apiSchemas", op)
+
+    def documentation(stage, live):
+        over(live, "/Plant/Alpha").SetInfo("documentation", "a note")
+
+    def variant_set(stage, live):
+        Sdf.VariantSetSpec(over(live, "/Plant/Alpha"), "look")
+
+    def live_metadata(stage, live):
+        live.customLayerData = {"note": 1}
+
+    def session_metadata(stage, live):
+        stage.GetSessionLayer().customLayerData = {"note": 1}
+
+    def session_prim(stage, live):
+        Sdf.CreatePrimInLayer(stage.GetSessionLayer(), "/Plant")
+
+    def offset(stage, live):
+        stage.GetSessionLayer().subLayerOffsets[0] = Sdf.LayerOffset(5.0)
+
+    def nested(stage, live):
+        keep.append(Sdf.Layer.CreateAnonymous())
+        live.subLayerPaths.append(keep[-1].identifier)
+
+    def file_layer(stage, live):
+        f = tmp_path / "empty.usda"
+        Sdf.Layer.CreateNew(str(f)).Save()
+        stage.GetSessionLayer().subLayerPaths.append(str(f))
+
+    def edit_target(stage, live):
+        stage.SetEditTarget(Usd.EditTarget(live))
+        stage.GetPrimAtPath("/Plant/Hall/M1").GetAttribute("twin:temperature").Set(98.0)
+
+    return {f.__name__: f for f in (attribute, define, inactive, schemas, documentation, variant_set, live_metadata,
+                                    session_metadata, session_prim, offset, nested, file_layer, edit_target)}
+
+
+@pytest.mark.parametrize("opinion", sorted(_opinions(Path("."))))
+def test_a_real_opinion_in_the_session_layers_steps_aside(tmp_path, opinion):
+    stage, live = _plant_live(tmp_path)
+    _opinions(tmp_path)[opinion](stage, live)
+    _check(stage, crate="session")
+
 def test_a_file_rewritten_after_the_stage_opened_is_not_trusted(tmp_path):
     path = tmp_path / "plant.usdc"
     _traversal_scene(path)
@@ -316,3 +414,71 @@ def test_huge_counts_in_a_header_are_refused_before_allocating(small_crate, tmp_
 def _write(path: Path, raw: bytes) -> Path:
     path.write_bytes(raw)
     return path
+
+
+# -- decode_ints against a plain reference decoder ---------------------------------------------
+
+
+def _reference_decode_ints(raw: bytes, n: int) -> list[int]:
+    """Sdf_IntegerCompression, one value at a time (integerCoding.cpp): common delta, 2-bit codes, deltas."""
+    common = int.from_bytes(raw[:4], "little", signed=True)
+    ncode = (2 * n + 7) // 8
+    pos, cur, out = 4 + ncode, 0, []
+    for i in range(n):
+        code = (raw[4 + i // 4] >> (2 * (i % 4))) & 3
+        size = (0, 1, 2, 4)[code]
+        delta = common if code == 0 else int.from_bytes(raw[pos : pos + size], "little", signed=True)
+        pos += size
+        cur = (cur + delta + 2**31) % 2**32 - 2**31  # int32 running sum, wrapping
+        out.append(cur)
+    return out
+
+
+def _encode_ints(codes: list[int], deltas: list[int], common: int, pad: bytes = b"") -> bytes:
+    code_bytes = bytearray((len(codes) + 3) // 4)
+    body = b""
+    for i, (c, d) in enumerate(zip(codes, deltas)):
+        code_bytes[i // 4] |= c << (2 * (i % 4))
+        if c:
+            body += d.to_bytes((0, 1, 2, 4)[c], "little", signed=True)
+    return struct.pack("<i", common) + bytes(code_bytes) + body + pad
+
+
+_DELTA = {1: st.integers(-128, 127), 2: st.integers(-(2**15), 2**15 - 1), 3: st.integers(-(2**31), 2**31 - 1)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_decode_ints_matches_a_plain_decoder(data):
+    n = data.draw(st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 7, 9]), st.integers(0, 300)))
+    codes = data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    deltas = [data.draw(_DELTA[c]) if c else 0 for c in codes]
+    common = data.draw(st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31)]) | st.integers(-(2**31), 2**31 - 1))
+    pad = data.draw(st.binary(max_size=6))  # LZ4 output may run past the deltas
+    raw = _encode_ints(codes, deltas, common, pad)
+    got = _crate.decode_ints(raw, n)
+    assert got.dtype == np.int32 and got.tolist() == _reference_decode_ints(raw, n)
+
+
+def test_decode_ints_wraps_and_spans_chunks():
+    # every code kind, a length that is not a multiple of 4, past one chunk, sums beyond int32 both ways
+    n = 3 * _crate._CHUNK + 5
+    codes = [(0, 1, 2, 3, 3, 3)[i % 6] for i in range(n)]
+    deltas = [(0, -128, 2**15 - 1, 2**31 - 1, -(2**31), 2**31 - 1)[i % 6] for i in range(n)]
+    raw = _encode_ints(codes, deltas, 2**31 - 1)
+    got = _crate.decode_ints(raw, n)
+    assert got.tolist() == _reference_decode_ints(raw, n)
+    assert _crate.decode_ints(raw, 1).tolist() == [2**31 - 1]
+    assert _crate.decode_ints(raw, 0).tolist() == [] and _crate.decode_ints(b"", 0).dtype == np.int32
+    # the code bits past n in the last code byte are ignored, whatever they say
+    assert _crate.decode_ints(struct.pack("<i", 5) + bytes([0b11111100]), 1).tolist() == [5]
+
+
+def test_decode_ints_bad_blocks_say_what_is_wrong():
+    with pytest.raises(_crate.CrateError, match="integer block of 3 bytes is too short for 1 values"):
+        _crate.decode_ints(b"\0\0\0", 1)
+    with pytest.raises(_crate.CrateError, match="integer block of 5 bytes is too short for 5 values"):
+        _crate.decode_ints(b"\0" * 5, 5)
+    raw = _encode_ints([3, 3, 1], [7, 8, 9], 0)
+    with pytest.raises(_crate.CrateError, match="holds 8 bytes of deltas, its codes need 9"):
+        _crate.decode_ints(raw[:-1], 3)

@@ -15,6 +15,7 @@ from _twinread import reference_description
 
 from twinstage.usd import SchemaError, create_stage, declare_asset, declare_attribute, open_stage, read_twin
 from twinstage.usd import _readcache
+from twinstage.usd._writer import open_live_stage
 
 _reference = reference_description
 
@@ -333,6 +334,42 @@ def test_an_edited_session_layer_or_anonymous_sublayer_is_not_served_from_the_de
     other.GetSessionLayer().subLayerPaths.append(Sdf.Layer.CreateAnonymous().identifier)
     assert _readcache.Cache(cache).stage_key(other, {}) is None
 
+
+def test_a_twin_open_with_its_live_layer_is_served_warm(factory_1k, tmp_path):
+    cache = tmp_path / "cache"
+    keys = _readcache.Cache(cache)
+    stage, live = open_live_stage(factory_1k)  # what twinstage.open opens
+    want = _reference(stage)
+    assert keys.stage_key(stage, {}) == keys.stage_key(open_stage(factory_1k), {})  # the fresh live layer changes nothing
+    assert read_twin(stage, cache=cache).stats["crate"] == "read"  # cold: primes the description
+    again, _ = open_live_stage(factory_1k)
+    got = read_twin(again, cache=cache)
+    assert got.stats.get("description_cached") is True
+    assert (got.assets, got.declarations) == want
+
+
+@pytest.mark.parametrize("opinion", ["attribute", "def", "metadata"])
+def test_a_live_layer_with_an_opinion_is_not_served_from_the_description(pump_scene, tmp_path, opinion):
+    cache = tmp_path / "cache"
+    stage, live = open_live_stage(pump_scene)
+    read_twin(stage, cache=cache)
+    assert _readcache.Cache(cache).stage_key(stage, {}) is not None
+    spec = Sdf.CreatePrimInLayer(live, "/Testbed/Valve1")
+    if opinion == "attribute":
+        Sdf.AttributeSpec(spec, "twin:opening", Sdf.ValueTypeNames.Double).default = 0.125
+    elif opinion == "def":
+        Sdf.CreatePrimInLayer(live, "/Testbed/Extra").specifier = Sdf.SpecifierDef
+    else:
+        spec.active = False
+    assert _readcache.Cache(cache).stage_key(stage, {}) is None
+    got = read_twin(stage, cache=cache)
+    assert "description_cached" not in got.stats
+    assert (got.assets, got.declarations) == _reference(stage)
+    values = {(d.prim, d.name): d.value for d in got.declarations}
+    if opinion == "attribute":
+        assert values[("/Testbed/Valve1", "opening")] == 0.125
+    elif opinion == "metadata":
+        assert "/Testbed/Valve1" not in {a.path for a in got.assets}
 
 def test_a_malformed_or_wrong_description_entry_is_a_miss(pump_scene, tmp_path):
     stage = open_stage(pump_scene)

@@ -409,7 +409,7 @@ def test_fast_declaration_builders_make_the_same_objects():
     import dataclasses
     import pickle
 
-    from twinstage.state._table import declaration_maker, make_declarations
+    from twinstage.state._decls import declaration_maker, make_declarations
 
     want = [Declaration("/a", "x", "float", 2.0, "degC", 0.0, 1.0, "input", "xformOp:translate", "d"),
             Declaration("/b", "x", "float", 3.0, "degC", 0.0, 1.0, "input", "xformOp:translate", "d")]

@@ -7,6 +7,7 @@ import zlib
 from typing import Any, Iterable
 
 import numpy as np
+import numpy.random  # noqa: F401 - every engine seeds generators; loaded with the module, not by the first open
 
 from ..models import Model, ModelError, builtin_models
 from ..state import StateTable

@@ -6,7 +6,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pxr import Usd
 
@@ -48,7 +48,7 @@ def provenance(engine: Any) -> dict[str, Any]:
     return prov
 
 
-def read_scene(stage: Usd.Stage, source: str) -> tuple[list[str], dict[str, Any], list[Declaration]]:
+def read_scene(stage: Usd.Stage, source: str) -> tuple[list[str], dict[str, Any], Sequence[Declaration]]:
     """Twin prims, their assets and attribute declarations (the part of opening that reads USD).
 
     One pass over the stage (:func:`twinstage.usd.read_twin`; the same result as reading
@@ -59,4 +59,4 @@ def read_scene(stage: Usd.Stage, source: str) -> tuple[list[str], dict[str, Any]
     desc = read_twin(stage)
     if not desc.assets:
         raise StageError(f"{source}: has no twin prims (no prim applies TwinAssetAPI); see `twinstage info` for candidate assets")
-    return desc.prims, {a.path: a for a in desc.assets}, list(desc.declarations)
+    return desc.prims, {a.path: a for a in desc.assets}, desc.declarations

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from pxr import Tf, Usd
+from pxr import Sdf, Tf, Usd
 
 from ..models import Model
 from ..state import StateError
 from ..units import UnitError
 from ..usd import open_stage
-from ..usd._writer import ColumnarWriter, LiveWriter, create_live_layer
+from ..usd._writer import ColumnarWriter, LiveWriter, create_live_layer, open_live_stage
 from ._context import SinkContext
 from ._engine import Engine, Sink
 
@@ -42,9 +42,11 @@ class Twin(Engine):
         write_budget_s: float | None | str = "auto",
         columnar: bool = True,
         source: str | None = None,
+        _live_layer: Sdf.Layer | None = None,
     ):
         super().__init__(stage, rate=rate, realtime=realtime, speed=speed, seed=seed, models=models, source=source)
-        self.live_layer = create_live_layer(stage)
+        # twinstage.open put one in the session layer before composing the stage; a user's own stage gets one now
+        self.live_layer = _live_layer if _live_layer is not None else create_live_layer(stage)
         self.context = SinkContext(self)
         if write_budget_s == "auto":
             write_budget_s = 0.5 * self.clock.dt
@@ -111,7 +113,7 @@ def open(path: str | os.PathLike[str], *, load: str = "all", headless: bool = Fa
     ``models``, ``write_budget_s``, ``columnar``). ``headless=True`` returns an
     :class:`Engine` instead: no live layer, no writers, no USD listener.
     """
-    stage = open_stage(path, load=load)
     if headless:
-        return Engine(stage, source=str(Path(path).resolve()), **kwargs)
-    return Twin(stage, source=str(Path(path).resolve()), **kwargs)
+        return Engine(open_stage(path, load=load), source=str(Path(path).resolve()), **kwargs)
+    stage, live = open_live_stage(path, load=load)  # the live layer is in the session layer before the stage composes
+    return Twin(stage, source=str(Path(path).resolve()), _live_layer=live, **kwargs)

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..units import format_unit
+from ._decls import Declaration, DeclarationColumns, StateError
 from ._frame import Change, Frame, Quality
 
 
@@ -21,14 +22,10 @@ def _unit_suffix(unit: str) -> str:
     return f" {u}" if u else ""
 
 
-_PRIM, _NAME, _VALUE = attrgetter("prim"), attrgetter("name"), attrgetter("value")
-_META = attrgetter("type", "unit", "min", "max", "role", "drives", "description")
+_PRIM, _VALUE = attrgetter("prim"), attrgetter("value")
+_TEMPLATE = attrgetter("name", "type", "unit", "min", "max", "role", "drives", "description")
 DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "vec3": np.float64}
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
-
-
-class StateError(ValueError):
-    """A state access or update is invalid; the message names prim and attribute."""
 
 
 @dataclass(frozen=True)
@@ -55,22 +52,6 @@ class Channel:
         return len(self.prim_index)
 
 
-@dataclass(frozen=True)
-class Declaration:
-    """Input to :class:`StateTable`: one attribute of one prim."""
-
-    prim: str
-    name: str
-    type: str
-    value: Any
-    unit: str = ""
-    min: float = -math.inf
-    max: float = math.inf
-    role: str = "state"
-    drives: str = ""
-    description: str = ""
-
-
 class StateTable:
     """Structure-of-arrays over all twin prims × attributes.
 
@@ -94,84 +75,83 @@ class StateTable:
         self.prim_index: dict[str, int] = {p: i for i, p in enumerate(self.prims)}
         if len(self.prim_index) != len(self.prims):
             raise StateError("duplicate prim paths in state table")
-        # grouped by channel with C-level passes (map/attrgetter, numpy compares): at 100k
-        # assets × 5 channels a Python loop over the declarations was most of building the table
-        decls_all = declarations if isinstance(declarations, (list, tuple)) else list(declarations)
-        pis_all = list(map(self.prim_index.get, map(_PRIM, decls_all)))
-        if None in pis_all:
-            d = decls_all[pis_all.index(None)]
-            raise StateError(f"{d.prim}: declaration for a prim that is not in the table")
-        names_all = list(map(_NAME, decls_all))
-        name_set = set(names_all)
-        if len(name_set) > 1:
-            names_arr = np.array(names_all, dtype=object)
-            pis_arr = np.array(pis_all, dtype=np.int64)
+        cols = declarations if isinstance(declarations, DeclarationColumns) else self._columns(declarations)
+        pis = self._table_prims(cols)
+        T = cols.templates
+        tname = [t[0] for t in T]
+        names = sorted({tname[t] for t in np.flatnonzero(np.bincount(cols.template_of, minlength=len(T))).tolist()})
+        code = np.asarray([names.index(n) if n in names else -1 for n in tname], np.int64)[cols.template_of] if len(names) > 1 else None
         self.channels: dict[str, Channel] = {}
         self._values: dict[str, np.ndarray] = {}
         self._quality: dict[str, np.ndarray] = {}
         offset = 0
-        for name in sorted(name_set):
-            if len(name_set) == 1:
-                idx, decls = np.array(pis_all, dtype=np.int32), list(decls_all)
-            else:
-                sel = np.flatnonzero(names_arr == name)
-                idx = pis_arr[sel].astype(np.int32)
-                decls = [decls_all[i] for i in sel.tolist()]
+        # channel by channel with numpy passes over the columns: at 100k assets × 5 channels a
+        # Python loop over the declarations was most of building the table
+        for k, name in enumerate(names):
+            sel = np.flatnonzero(code == k) if code is not None else np.arange(len(cols))
+            idx = pis[sel]
             if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # not already in stage order (or a duplicate)
                 order = np.argsort(idx, kind="stable")
-                idx = idx[order]
-                decls = [decls[i] for i in order.tolist()]
+                idx, sel = idx[order], sel[order]
                 if (idx[1:] == idx[:-1]).any():
                     raise StateError(f"twin:{name} declared twice on one prim")
-            first = decls[0]
-            # every field but prim and value in one pass; most channels have one combination
-            metas = list(map(_META, decls))
-            combos = set(metas)
-            types = {m[0] for m in combos}
-            if len(types) > 1:
-                d = next(d for d in decls if d.type != first.type)
-                raise StateError(f"twin:{name} is {first.type} on {first.prim} but {d.type} on {d.prim}: one channel has one type")
-            units = {m[1] for m in combos}
-            if len(units) > 1:
-                d = next(d for d in decls if d.unit != first.unit)
-                raise StateError(
-                    f"twin:{name} is in {first.unit!r} on {first.prim} but {d.unit!r} on {d.prim}: one channel has one unit"
-                )
-            n = len(decls)
-            if len(combos) == 1:
-                _, _, lo0, hi0, role0, drives0, desc0 = metas[0]
-                lo, hi = np.full(n, lo0, dtype=np.float64), np.full(n, hi0, dtype=np.float64)
-                role = np.full(n, role0, dtype=object)
-                drives, description = (drives0,) * n, (desc0,) * n
+            tsel = cols.template_of[sel]
+            first = T[int(tsel[0])]
+            for field, what in ((1, "type"), (2, "unit")):
+                other = np.asarray([t[field] != first[field] for t in T], bool)[tsel]
+                if other.any():
+                    r = int(np.argmax(other))
+                    a, b, at, bt = first[field], T[int(tsel[r])][field], self.prims[idx[0]], self.prims[idx[r]]
+                    if field == 1:
+                        raise StateError(f"twin:{name} is {a} on {at} but {b} on {bt}: one channel has one type")
+                    raise StateError(f"twin:{name} is in {a!r} on {at} but {b!r} on {bt}: one channel has one unit")
+            n = len(sel)
+            if (tsel == tsel[0]).all():  # the usual case: one template per channel
+                lo, hi = np.full(n, first[3], dtype=np.float64), np.full(n, first[4], dtype=np.float64)
+                role = np.full(n, first[5], dtype=object)
+                drives, description = (first[6],) * n, (first[7],) * n
             else:
-                _, _, lo_, hi_, role_, drives, description = zip(*metas)
-                lo, hi = np.array(lo_, dtype=np.float64), np.array(hi_, dtype=np.float64)
-                role = np.array(role_, dtype=object)
-            dtype = DTYPES[first.type]
-            if first.type == "vec3":
-                vals = np.array([tuple(v) for v in map(_VALUE, decls)], dtype=dtype).reshape(n, 3)
+                lo, hi = np.array([t[3] for t in T], np.float64)[tsel], np.array([t[4] for t in T], np.float64)[tsel]
+                role = np.array([t[5] for t in T], object)[tsel]
+                drives = tuple(np.array([t[6] for t in T], object)[tsel].tolist())
+                description = tuple(np.array([t[7] for t in T], object)[tsel].tolist())
+            dtype = DTYPES[first[1]]
+            vals_obj = cols.values[sel].tolist()
+            if first[1] == "vec3":
+                vals = np.array([tuple(v) for v in vals_obj], dtype=dtype).reshape(n, 3)
             else:
-                vals = np.array(list(map(_VALUE, decls)), dtype=dtype)
+                vals = np.array(vals_obj, dtype=dtype)
+            idx = idx.astype(np.int32)
             idx.flags.writeable = False
-            ch = Channel(
-                name=name,
-                type=first.type,
-                unit=first.unit,
-                prim_index=idx,
-                lo=lo,
-                hi=hi,
-                role=role,
-                drives=tuple(drives),
-                description=tuple(description),
-                offset=offset,
-            )
-            offset += len(decls)
-            self.channels[name] = ch
+            self.channels[name] = Channel(name=name, type=first[1], unit=first[2], prim_index=idx, lo=lo, hi=hi, role=role,
+                                          drives=tuple(drives), description=tuple(description), offset=offset)
+            offset += n
             self._values[name] = vals
-            self._quality[name] = np.zeros(len(decls), dtype=np.uint8)
+            self._quality[name] = np.zeros(n, dtype=np.uint8)
         self.n_entries = offset
         self._prev = {k: v.copy() for k, v in self._values.items()}
         self._prev_quality = {k: q.copy() for k, q in self._quality.items()}
+
+    def _columns(self, declarations: Iterable[Declaration]) -> DeclarationColumns:
+        """Declaration objects as columns over this table's prims (templates interned)."""
+        decls = declarations if isinstance(declarations, (list, tuple)) else list(declarations)
+        pis = list(map(self.prim_index.get, map(_PRIM, decls)))
+        if None in pis:
+            raise StateError(f"{decls[pis.index(None)].prim}: declaration for a prim that is not in the table")
+        ids: dict[tuple, int] = {}
+        setdefault = ids.setdefault
+        tof = [setdefault(t, len(ids)) for t in map(_TEMPLATE, decls)]
+        return DeclarationColumns(list(ids), self.prims, pis, tof, list(map(_VALUE, decls)))
+
+    def _table_prims(self, cols: DeclarationColumns) -> np.ndarray:
+        """Each declaration's prim as an index into :attr:`prims`."""
+        if cols.prims is self.prims or (len(cols.prims) == len(self.prims) and tuple(cols.prims) == self.prims):
+            return cols.prim_of
+        lut = np.fromiter((self.prim_index.get(p, -1) for p in cols.prims), np.int64, len(cols.prims))
+        pis = lut[cols.prim_of]
+        if len(pis) and (pis < 0).any():
+            raise StateError(f"{cols.prims[int(cols.prim_of[int(np.argmax(pis < 0))])]}: declaration for a prim that is not in the table")
+        return pis
 
     def _row_of(self, name: str, pi: int) -> int | None:
         """Row of prim index ``pi`` in channel ``name`` (binary search over its sorted ``prim_index``), or None."""
@@ -353,43 +333,3 @@ class StateTable:
             for r, pi in enumerate(ch.prim_index.tolist()):
                 out.append({"index": ch.offset + r, "prim": self.prims[pi], "attribute": ch.name, "type": ch.type, "unit": ch.unit})
         return out
-
-
-def declaration_maker(name: str, type: str, unit: str = "", min: float = -math.inf, max: float = math.inf,  # noqa: A002
-                      role: str = "state", drives: str = "", description: str = ""):
-    """``make(prim, value)``: Declarations that share everything but prim and value.
-
-    The same objects ``Declaration(prim, name, ...)`` makes (equal, same hash and
-    repr), about 3.5× cheaper: a frozen dataclass's ``__init__`` pays one
-    ``object.__setattr__`` per field, which at 100k assets × 5 channels is ~1.4 s of
-    opening a twin. Readers that build many declarations from a few templates use it.
-    """
-    base = {"prim": "", "name": name, "type": type, "value": None, "unit": unit, "min": min, "max": max,
-            "role": role, "drives": drives, "description": description}
-    new, set_ = object.__new__, object.__setattr__
-
-    def make(prim: str, value: Any) -> Declaration:
-        d = new(Declaration)
-        set_(d, "__dict__", {**base, "prim": prim, "value": value})
-        return d
-
-    return make
-
-
-def make_declarations(templates: Sequence[tuple], prims: Sequence[str], prim_of: Iterable[int], template_of: Iterable[int],
-                      values: Iterable[Any]) -> list[Declaration]:
-    """``Declaration(prims[p], *templates[t][:2], v, *templates[t][2:])`` for each ``(p, t, v)``,
-    the way :func:`declaration_maker` makes them, in one loop (no call per declaration).
-
-    ``templates``: ``(name, type, unit, min, max, role, drives, description)`` tuples.
-    """
-    bases = [{"prim": "", "name": n, "type": ty, "value": None, "unit": u, "min": lo, "max": hi, "role": r, "drives": dr, "description": de}
-             for n, ty, u, lo, hi, r, dr, de in templates]
-    new, set_ = object.__new__, object.__setattr__
-    out: list[Declaration] = []
-    append = out.append
-    for p, t, v in zip(prim_of, template_of, values):
-        d = new(Declaration)
-        set_(d, "__dict__", {**bases[t], "prim": prims[p], "value": v})
-        append(d)
-    return out

@@ -41,8 +41,12 @@ ATTRIBUTE, PRIM, PSEUDO_ROOT, VARIANT, VARIANT_SET = 1, 6, 7, 10, 11
 _ARRAY = np.uint64(1 << 63)
 _INLINED = np.uint64(1 << 62)
 _PAYLOAD = np.uint64((1 << 48) - 1)
-_SIZES = np.array([0, 1, 2, 4], np.int8)  # bytes of a delta per 2-bit code (32-bit ints)
 _CODES4 = ((np.arange(256, dtype=np.uint8)[:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3).astype(np.uint8)  # code byte -> 4 codes
+# code byte -> its 4 values' delta sizes (bytes: 0 common, 1, 2, 4) / sign-extension shifts, packed
+# into one uint32 so that one take per code byte, viewed as uint8, gives them per value
+_SIZE4 = np.array([0, 1, 2, 4], np.uint8)[_CODES4].view(np.uint32).ravel()
+_SHIFT4 = np.array([0, 24, 16, 0], np.uint8)[_CODES4].view(np.uint32).ravel()
+_CHUNK = 1 << 16  # values per step of decode_ints (its temporaries stay in cache)
 
 
 class CrateError(ValueError):
@@ -81,7 +85,9 @@ def _lz4(data: memoryview, max_size: int) -> bytes:
 
 def decode_ints(raw: bytes, n: int) -> np.ndarray:
     """``Sdf_IntegerCompression`` data (after LZ4) of ``n`` 32-bit ints, as int32 (wrapping, as the C++
-    decoder's running sum does; a uint32 above 2^31 reads negative, which callers reject as an index)."""
+    decoder's running sum does; a uint32 above 2^31 reads negative, which callers reject as an index).
+    Per cache-sized chunk: delta sizes (packed table per code byte), their running sum (byte offsets),
+    one gather from the little-endian word at each byte, a shift pair to sign-extend, ``common``."""
     if n == 0:
         return np.zeros(0, np.int32)
     ncode = (2 * n + 7) // 8
@@ -89,26 +95,32 @@ def decode_ints(raw: bytes, n: int) -> np.ndarray:
         raise CrateError(f"integer block of {len(raw)} bytes is too short for {n} values")
     b = np.frombuffer(raw, np.uint8)
     common = np.int32(int.from_bytes(raw[:4], "little", signed=True))
-    codes = _CODES4[b[4 : 4 + ncode]].reshape(-1)[:n]
-    offs = np.cumsum(_SIZES[codes], dtype=np.int64 if n >= 1 << 28 else np.int32)
-    v = b[4 + ncode :]
-    if int(offs[-1]) > len(v):
-        raise CrateError(f"integer block holds {len(v)} bytes of deltas, its codes need {int(offs[-1])}")
-    offs -= _SIZES[codes]  # start of each delta
-    deltas = np.full(n, common, np.int32)
-    m = codes == 1
-    deltas[m] = v[offs[m]].view(np.int8)
-    m = codes == 2
-    if m.any():
-        o = offs[m]
-        deltas[m] = (v[o].astype(np.uint16) | (v[o + 1].astype(np.uint16) << 8)).view(np.int16)
-    m = codes == 3
-    if m.any():
-        o = offs[m]
-        w = v[o].astype(np.uint32) | (v[o + 1].astype(np.uint32) << 8) | (v[o + 2].astype(np.uint32) << 16) | (v[o + 3].astype(np.uint32) << 24)
-        deltas[m] = w.view(np.int32)
-    del offs, codes, m
-    return np.cumsum(deltas, dtype=np.int32, out=deltas)
+    cb = b[4 : 4 + ncode]
+    nv = len(raw) - 4 - ncode
+    sizes = np.take(_SIZE4, cb).view(np.uint8)[:n]
+    need = int(np.add.reduce(sizes, dtype=np.int64))
+    if need > nv:
+        raise CrateError(f"integer block holds {nv} bytes of deltas, its codes need {need}")
+    buf = np.zeros(nv + 4, np.uint8)  # a 1-byte delta at the very end still reads 4 bytes
+    buf[:nv] = b[4 + ncode :]
+    words = np.ndarray((nv + 1,), "<u4", buffer=buf, strides=(1,)).astype(np.uint32)  # word at each byte
+    del buf
+    shifts = np.take(_SHIFT4, cb).view(np.uint8)[:n]
+    out = np.empty(n, np.int32)
+    starts = np.empty(min(n, _CHUNK), np.intp)
+    base = 0
+    for s in range(0, n, _CHUNK):
+        sz, sh, o = sizes[s : s + _CHUNK], shifts[s : s + _CHUNK], out[s : s + _CHUNK]
+        st = starts[: len(sz)]
+        np.cumsum(sz, dtype=np.intp, out=st)
+        st -= sz
+        st += base
+        base = int(st[-1]) + int(sz[-1])
+        w = words.take(st)
+        w <<= sh
+        np.right_shift(w.view(np.int32), sh, out=o)
+        np.copyto(o, common, where=sz == 0)
+    return np.cumsum(out, dtype=np.int32, out=out)
 
 
 class Crate:
@@ -259,11 +271,11 @@ class Crate:
         self._fs_start = start
         self._fs_term = term
         self._field_cache: dict[str, np.ndarray] = {}
+        self._fs_entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _read_paths(self) -> None:
         pos, _ = self._section("PATHS")
-        total = self.u64(pos)
-        n = self.u64(pos + 8)
+        total, n = self.u64(pos), self.u64(pos + 8)
         if n > total or total > n + 16 or total > self.max_items:
             raise CrateError(f"{self.path}: PATHS claims {n} encoded of {total} paths")
         index, p = self._ints(pos + 16, n)
@@ -271,56 +283,55 @@ class Crate:
         jumps, _ = self._ints(p, n)
         self.path_known = np.zeros(total, bool)
         if n:
-            if index.min() < 0 or index.max() >= total or elem.min() <= -(2**31) or np.abs(elem).max() >= len(self.tokens):
+            lo, hi = int(elem.min()), int(elem.max())
+            if index.min() < 0 or index.max() >= total or lo <= -(2**31) or max(hi, -lo) >= len(self.tokens):
                 raise CrateError(f"{self.path}: corrupt path table")
             self.path_known[index] = True
             if int(np.count_nonzero(self.path_known)) != n:
                 raise CrateError(f"{self.path}: a path index is repeated")
-        node = np.arange(n, dtype=np.int32)
-        has_child = (jumps > 0) | (jumps == -1)
-        bad = (jumps < -2) | (node.astype(np.int64) + np.maximum(jumps, 0) >= n)
-        if bad.any():
+        src = np.flatnonzero(jumps > 0)  # nodes with a child and a sibling: the sibling is src + jump
+        tgt = src + jumps[src]
+        if n and (jumps.min() < -2 or (len(tgt) and int(tgt.max()) >= n)):
             raise CrateError(f"{self.path}: corrupt path jumps")
-        # pre-order tree: a node's parent is the node before it when that one has a child;
-        # otherwise it shares a parent with the sibling that leads to it (the node before it
-        # when that one has only a sibling, else the node whose jump lands on it)
-        same = np.full(n, -1, np.int32)
-        direct = np.zeros(n, bool)
-        if n:
-            direct[0] = True
-            prev = node[1:] - 1
-            direct[1:] = has_child[prev]
-            same[1:] = np.where(jumps[prev] == 0, prev, -1)
-            src = node[jumps > 0]
-            same[src + jumps[src]] = src
-            lost = ~direct & (same < 0)
-            if lost.any():
-                raise CrateError(f"{self.path}: path table node {int(np.argmax(lost))} has no parent")
-            # runs of only-sibling links resolve at once to the run's first node (its head); the heads
-            # (direct, or the target of a jump) then resolve by pointer jumping among themselves
-            prev_link = np.zeros(n, bool)
-            prev_link[1:] = jumps[:-1] == 0
-            head = np.maximum.accumulate(np.where(prev_link, 0, node))
-            link = np.where(direct, node, head[np.maximum(same, 0)])  # meaningful at heads
-            todo = np.flatnonzero(~direct & ~prev_link)
-            for _ in range(64):
-                if not len(todo):
-                    break
-                link[todo] = link[link[todo]]
-                todo = todo[~direct[link[todo]]]
-            else:
-                raise CrateError(f"{self.path}: path table siblings form a cycle")
-            rep = link[head]
-            parent_node = np.where(rep > 0, rep - 1, -1)
-            del same, rep, todo, link, head
-        else:
-            parent_node = np.zeros(0, np.int32)
         self.path_parent = np.full(total, -1, np.int32)
-        self.path_token = np.zeros(total, np.int32)
-        self.path_is_prop = np.zeros(total, bool)
-        self.path_parent[index] = np.where(parent_node >= 0, index[np.maximum(parent_node, 0)], -1)
+        self.path_parent[index] = self._path_parents(index, jumps, src, tgt) if n else -1
+        self.path_token, self.path_is_prop = np.zeros(total, np.int32), np.zeros(total, bool)
         self.path_token[index] = np.abs(elem)
         self.path_is_prop[index] = elem < 0
+
+    def _path_parents(self, index: np.ndarray, jumps: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        """Parent path index (-1: root) per node of a pre-order path tree (n >= 1). A node's parent is the
+        node before it when that one has a child, else its sibling's: the node before it when that one
+        has only a sibling (a "link"), else the node whose jump lands on it. A run of links shares its
+        first node's (its head's) parent, so heads resolve by pointer jumping, then nodes take theirs."""
+        n = len(jumps)
+        head_start = np.empty(n, bool)  # a node whose node before is not a link starts a run
+        head_start[0] = True
+        np.not_equal(jumps[:-1], 0, out=head_start[1:])
+        heads = np.flatnonzero(head_start)
+        run = np.cumsum(head_start, dtype=np.int64 if n >= 1 << 31 else np.int32)
+        run -= 1  # node -> its head's number
+        before = jumps[np.maximum(heads - 1, 0)]
+        direct = (before > 0) | (before == -1)
+        direct[0] = True
+        same = np.full(len(heads), -1, np.int64)  # the node whose jump lands on a head
+        at_head = heads[run[tgt]] == tgt
+        same[run[tgt[at_head]]] = src[at_head]
+        lost = ~direct & (same < 0)
+        if lost.any():
+            raise CrateError(f"{self.path}: path table node {int(heads[np.argmax(lost)])} has no parent")
+        link = np.where(direct, np.arange(len(heads)), run[np.maximum(same, 0)])  # head -> head
+        todo = np.flatnonzero(~direct)
+        for _ in range(64):
+            if not len(todo):
+                break
+            link[todo] = link[link[todo]]
+            todo = todo[~direct[link[todo]]]
+        else:
+            raise CrateError(f"{self.path}: path table siblings form a cycle")
+        rep = heads[link]  # a direct head: its parent is the node before it
+        parent = np.where(rep > 0, index[np.maximum(rep - 1, 0)], -1).astype(np.int32)
+        return parent[run]
 
     def _read_specs(self) -> None:
         pos, _ = self._section("SPECS")
@@ -328,9 +339,10 @@ class Crate:
         paths, p = self._ints(pos + 8, n)
         fsets, p = self._ints(p, n)
         types, _ = self._ints(p, n)
-        if n and (min(paths.min(), fsets.min(), types.min()) < 0 or paths.max() >= len(self.path_parent) or not self.path_known[paths].all() or fsets.max() >= len(self.fieldsets)):
+        if n and (min(paths.min(), fsets.min(), types.min()) < 0 or paths.max() >= len(self.path_parent) or not self.path_known.take(paths).all() or fsets.max() >= len(self.fieldsets)):
             raise CrateError(f"{self.path}: a spec names a path or field set that does not exist")
-        if n and (fsets > 0).any() and not self._fs_term[fsets[fsets > 0] - 1].all():
+        # the set before a spec's set ends just before it (set 0: index -1, the last entry, which ends a set)
+        if n and not self._fs_term.take(fsets - 1).all():
             raise CrateError(f"{self.path}: a spec's field set does not start a set")
         self.spec_path, self.spec_fieldset, self.spec_type = paths, fsets, types
 
@@ -351,19 +363,26 @@ class Crate:
         """Field index (-1: not authored) of field ``name`` for each spec index in ``specs``."""
         by_set = self._field_cache.get(name)
         if by_set is None:
+            if self._fs_entries is None:  # once: set start, field, field token of each field-set entry
+                at = np.flatnonzero(~self._fs_term)
+                fidx = self.fieldsets.take(at)
+                self._fs_entries = (self._fs_start.take(at), fidx, self.field_token.take(fidx))
+            start, fidx, ftok = self._fs_entries
             by_set = np.full(len(self.fieldsets), -1, np.int32)
             tok = self.token_index(name)
             if tok >= 0:
-                valid = ~self._fs_term
-                fidx = self.fieldsets[valid]
-                m = self.field_token[fidx] == tok
-                by_set[self._fs_start[valid][m]] = fidx[m]
+                hit = np.flatnonzero(ftok == tok)
+                by_set[start.take(hit)] = fidx.take(hit)
             self._field_cache[name] = by_set
-        return by_set[self.spec_fieldset[specs]]
+        return by_set.take(self.spec_fieldset.take(specs))
 
     def reps(self, fields: np.ndarray) -> np.ndarray:
         """Value reps of field indexes (0 where the index is -1)."""
-        return np.where(fields >= 0, self.field_rep[np.maximum(fields, 0)], np.uint64(0))
+        if not len(self.field_rep):
+            return np.zeros(len(fields), np.uint64)
+        out = self.field_rep.take(fields, mode="clip")  # -1 reads rep 0, then zeroed
+        np.copyto(out, np.uint64(0), where=fields < 0)
+        return out
 
     def path_strings(self, paths: np.ndarray) -> list[str]:
         """Prim path strings of path indexes (memoised over ancestors)."""

@@ -152,9 +152,9 @@ def plain_description(layer: Any, order: list[int], schemas_of: Callable, fallba
         p, j, t = np.concatenate(P), np.concatenate(J), np.concatenate(T)
         v = np.concatenate(V)
         srt = np.lexsort((j, p))
-        dp, dt, dv = p[srt].tolist(), t[srt].tolist(), v[srt].tolist()
+        dp, dt, dv = p[srt], t[srt], v[srt]
     else:
-        dp, dt, dv = [], [], []
+        dp, dt, dv = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object)
     return {"paths": paths, "fields": [f.tolist() for f in fields], "templates": list(templates), "decl_prim": dp, "decl_template": dt,
             "decl_value": dv, "slow_prims": slow, "layers": 1}
 
@@ -207,7 +207,7 @@ def _objects(items: list) -> np.ndarray:
 def _paths(c: C.Crate, path_idx: np.ndarray) -> list[str]:
     """Prim path strings: each parent's string once, then one concatenation per prim."""
     parents = c.path_parent[path_idx]
-    uniq = np.unique(parents)
+    uniq = dense(parents + 1, len(c.path_parent) + 1)[0] - 1  # (no sort; -1 only in a corrupt tree)
     heads = dict(zip(uniq.tolist(), c.path_strings(uniq)))
     tokens = c.tokens
     return [(h if h != "/" else "") + "/" + tokens[t] for h, t in zip(map(heads.__getitem__, parents.tolist()), c.path_token[path_idx].tolist())]

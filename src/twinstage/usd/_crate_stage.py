@@ -11,7 +11,8 @@ plain columns of :mod:`._readcache` (``paths``, ``fields``, ``templates``,
 the reader walks the stage through pxr as before.
 
 The shape (checked, never assumed): the stage uses only its root layer (a crate
-file, unedited) and an empty session layer, with no population mask; the layer has
+file, unedited) and a session layer that changes nothing (empty, or holding only a
+twin's fresh live layer of field-less ``over`` specs), with no population mask; the layer has
 no variants, inherits, specializes, payloads, relocates, sublayers or ``primOrder``;
 its only arcs are internal references without layer offsets' effect on defaults or
 custom data, authored on prims that are locally ``def`` and ``instanceable`` (so
@@ -36,6 +37,7 @@ from . import _crate as C
 from ._crate_plain import Fallback, NotCovered, plain_description
 from ._crate_twin import twin_tokens
 from ._schema import NAMESPACE, SchemaError
+from ._session import inert_session_layers
 
 _PREFIX = NAMESPACE + ":"
 _BLOCKING_FIELDS = ("inheritPaths", "specializes", "variantSetNames", "variantSelection", "variantChildren", "relocates",
@@ -48,11 +50,11 @@ _LISTS = ((1 << 1, "explicitItems"), (1 << 2, "addedItems"), (1 << 5, "prepended
 
 def _stage_shape(stage: Usd.Stage) -> str:
     """The root layer's file path, or raise :class:`NotCovered`."""
-    root, session = stage.GetRootLayer(), stage.GetSessionLayer()
-    used = stage.GetUsedLayers()
-    if session is not None and (session.rootPrims or session.subLayerPaths or dict(session.customLayerData)):
+    root = stage.GetRootLayer()
+    session = inert_session_layers(stage)  # empty, or only field-less overs (a twin's fresh live layer)
+    if session is None:
         raise NotCovered("the session layer holds opinions")
-    if any(layer.identifier not in (root.identifier, session.identifier if session else None) for layer in used):
+    if any(layer.identifier != root.identifier and layer.identifier not in session for layer in stage.GetUsedLayers()):
         raise NotCovered("the stage uses more than its root layer")
     if root.anonymous or root.dirty or not root.realPath:
         raise NotCovered("the root layer is anonymous or edited")
@@ -200,14 +202,14 @@ class _Layer:
         if ((self.specifier[has] != 0) | (self.instanceable[has] != 1)).any():
             raise NotCovered("a reference on a prim that is not a locally defined instanceable prim")
         targets = set()
-        for rep in np.unique(self.refs[has]).tolist():
+        for rep in sorted(set(self.refs[has].tolist())):  # (a set: np.unique's first call imports numpy.ma, ~60 ms)
             targets.update(_references(c, int(rep)))
         # twin data anywhere in a target's subtree, or `active` authored on a target, would flow into instances
         twin_tok = twin_tokens(c)
         attrs = (c.spec_type == C.ATTRIBUTE) & c.path_is_prop[c.spec_path]
         marked = np.zeros(len(c.path_parent), bool)
         marked[c.path_parent[c.spec_path[attrs & twin_tok[c.path_token[c.spec_path]]]]] = True
-        for rep in np.unique(self.api[self.api != 0]).tolist():
+        for rep in sorted(set(self.api[self.api != 0].tolist())):
             if any(s.startswith("Twin") for s in _schemas(c, int(rep))):
                 marked[self.prim_path[self.api == rep]] = True
         cur = np.flatnonzero(marked)
@@ -236,13 +238,13 @@ class _Layer:
             raise NotCovered("a root child without a spec")
         stack = [iter(roots.tolist())]
         children, prim_path, spec_of_path = self.children, self.prim_path, self.spec_of_path
-        vis, inst = visible.tolist(), is_instance.tolist()
+        vis, inst, children = visible.tolist(), is_instance.tolist(), children.tolist()
         while stack:
             for s in stack[-1]:
                 if s < 0 or not vis[s]:
                     continue
                 out.append(s)
-                rep = int(children[s])
+                rep = children[s]
                 if rep and not inst[s]:
                     kids = spec_of_path[self.child_paths(int(prim_path[s]), rep)]
                     stack.append(iter(kids.tolist()))

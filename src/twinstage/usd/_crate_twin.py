@@ -125,10 +125,15 @@ def _tuples(rows: np.ndarray) -> np.ndarray:
 
 
 def twin_tokens(crate: C.Crate) -> np.ndarray:
-    """Per token: does it start with ``twin:`` (memoised on the crate)."""
+    """Per token: is it the name of a property path and does it start with ``twin:`` (memoised on the
+    crate; only the few distinct property names are tested, not every prim name and value token)."""
     got = getattr(crate, "_twin_tokens", None)
     if got is None:
-        got = crate._twin_tokens = np.fromiter((s.startswith(_PREFIX) for s in crate.tokens), bool, len(crate.tokens))
+        tokens = crate.tokens
+        got = np.zeros(len(tokens), bool)
+        names = np.flatnonzero(np.bincount(crate.path_token[crate.path_is_prop], minlength=len(tokens)))
+        got[names] = np.fromiter((tokens[t].startswith(_PREFIX) for t in names.tolist()), bool, len(names))
+        crate._twin_tokens = got
     return got
 
 
@@ -147,15 +152,17 @@ def attribute_types(crate: C.Crate, name_tok: np.ndarray, attrs: np.ndarray) -> 
     ``twin:<name>:<field>`` keep none, as ``LayerReader._extract``), and whether a 3-vector default
     is allowed (a value attribute of a vec3 type); the rule the spec-by-spec reader applies."""
     tokens = crate.tokens
-    rep = crate.reps(crate.field("typeName", attrs))
+    names, name_i = dense(name_tok, len(tokens))
+    value = np.flatnonzero(np.asarray([tokens[t].count(":") == 1 for t in names.tolist()], bool)[name_i])
+    rep = crate.reps(crate.field("typeName", attrs[value]))  # (metadata attributes, most of them, need none)
     ttok = np.where(rep != 0, (rep & C._PAYLOAD).astype(np.int64), -1)
     if (ttok >= len(tokens)).any():
         raise C.CrateError(f"{crate.path}: an attribute's typeName names a token that does not exist")
-    names, name_i = dense(name_tok, len(tokens))
-    is_value = np.asarray([tokens[t].count(":") == 1 for t in names.tolist()], bool)[name_i]
-    tname = np.where(is_value, ttok, -1)
-    types, type_i = dense(tname + 1, len(tokens) + 1)
-    vec_ok = np.asarray([t > 0 and _USD_TO_TWIN.get(tokens[t - 1]) == "vec3" for t in types.tolist()], bool)[type_i]
+    tname = np.full(len(attrs), -1, np.int64)
+    tname[value] = ttok
+    types, type_i = dense(ttok + 1, len(tokens) + 1)
+    vec_ok = np.zeros(len(attrs), bool)
+    vec_ok[value] = np.asarray([t > 0 and _USD_TO_TWIN.get(tokens[t - 1]) == "vec3" for t in types.tolist()], bool)[type_i]
     return tname, vec_ok
 
 

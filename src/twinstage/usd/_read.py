@@ -44,8 +44,8 @@ from typing import Any
 
 from pxr import Usd
 
-from ..state import Declaration
-from ..state._table import declaration_maker
+from ..state import Declaration, DeclarationColumns
+from ..state._decls import declaration_maker
 from . import _crate_stage, _readcache
 from ._crate_plain import plan_layout
 from ._read_layers import LayerReader, merge
@@ -57,11 +57,13 @@ class TwinDescription:
     """Everything :class:`~twinstage.Twin` needs from the stage to build its state.
 
     ``assets`` in stage traversal order; ``declarations`` per asset in the order of
-    its ``TwinStateAPI`` instances (the order of the prim-by-prim reader).
+    its ``TwinStateAPI`` instances (the order of the prim-by-prim reader): a tuple, or
+    (from the crate reader and the read cache) :class:`~twinstage.state.DeclarationColumns`,
+    which reads like and equals that tuple and lets a ``StateTable`` skip making the objects.
     """
 
     assets: tuple[AssetDecl, ...]
-    declarations: tuple[Declaration, ...]
+    declarations: tuple[Declaration, ...] | DeclarationColumns
     stats: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -203,7 +205,7 @@ def _read_twin(stage: Usd.Stage, cache: bool | str | os.PathLike[str] | None) ->
     got, why = _crate_description(stage)
     if got is not None:
         if stage_key is not None:
-            store.store(stage_key, got[1])
+            store.store(stage_key, _readcache.stored_form(got[1]))
         return got[0]
     readers: dict[str, LayerReader] = {}
     assets: list[AssetDecl] = []
@@ -315,4 +317,4 @@ def _checked_description(stage: Usd.Stage, plain: dict[str, Any], stats: dict[st
             return None
         if want[0] != a or tuple(want[1]) != tuple(decls[bisect.bisect_left(dp, i) : bisect.bisect_right(dp, i)]):
             return None
-    return TwinDescription(tuple(assets), tuple(decls), stats)
+    return TwinDescription(tuple(assets), decls, stats)  # DeclarationColumns: objects only where read

@@ -26,9 +26,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pxr import Sdf, Usd
 
-from ..state._table import make_declarations
+from ..state import DeclarationColumns
+from ._session import inert_session_layers
 
 #: bump when the stored layout changes
 FORMAT = 1
@@ -139,26 +141,24 @@ class Cache:
 # -- the whole description of a stage ---------------------------------------------
 
 
-def _session_is_empty(layer: Sdf.Layer) -> bool:
-    return not layer.rootPrims and not layer.subLayerPaths and not dict(layer.customLayerData) and not dict(layer.expressionVariables)
-
-
 def _stage_key(self: Cache, stage: Usd.Stage, keys: dict[str, str | None]) -> str | None:
     """Key of the whole twin description of ``stage``, or None where it cannot be cached.
 
     What a stage composes is a function of the content of the layers it uses and of
     how it was opened (load rules, population mask, global variant fallbacks), so the
-    key hashes those; an anonymous or edited layer, or a non-empty session layer,
-    makes the stage uncacheable. ``keys`` collects each layer's key by identifier.
+    key hashes those; an anonymous or edited layer, or a session layer (or session
+    sublayer) with an opinion, makes the stage uncacheable. A session layer that cannot
+    change a value (empty, or a twin's fresh live layer: ``_session.inert_session_layers``)
+    is left out of the key. ``keys`` collects each layer's key by identifier.
     """
-    session = stage.GetSessionLayer()
+    session = inert_session_layers(stage)
+    if session is None:
+        return None
     root = stage.GetRootLayer()
     parts = []
     root_key = None
     for layer in stage.GetUsedLayers():
-        if session is not None and layer.identifier == session.identifier:
-            if not _session_is_empty(layer):
-                return None
+        if layer.identifier in session:
             continue
         k = keys[layer.identifier] = self.key_for(layer)
         if k is None:
@@ -234,11 +234,18 @@ def description_from_plain(plain: dict[str, Any], asset_cls: Any, trusted: bool 
     dp, dt, dv = plain["decl_prim"], plain["decl_template"], plain["decl_value"]
     if not (len(dp) == len(dt) == len(dv)):
         raise ValueError("malformed description")
-    if not trusted and (not set(map(type, dv)) <= {float, int, bool, tuple} or not set(map(type, dp)) | set(map(type, dt)) <= {int}):
-        raise ValueError("malformed description")
-    if dp and (min(dp) < 0 or max(dp) >= len(paths) or min(dt) < 0 or max(dt) >= len(templates)):
-        raise ValueError("malformed description")
-    decls = make_declarations(templates, paths, dp, dt, dv)
-    if not trusted and any(b < a for a, b in zip(dp, dp[1:])):  # declarations come per asset, in asset order
-        raise ValueError("malformed description")
+    if not trusted:
+        if not set(map(type, dv)) <= {float, int, bool, tuple} or not set(map(type, dp)) | set(map(type, dt)) <= {int}:
+            raise ValueError("malformed description")
+        if any(b < a for a, b in zip(dp, dp[1:])):  # declarations come per asset, in asset order
+            raise ValueError("malformed description")
+    try:  # (index ranges checked here)
+        decls = DeclarationColumns(templates, paths, dp, dt, dv)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError("malformed description") from None
     return assets, decls, int(plain["slow_prims"])
+
+
+def stored_form(plain: dict[str, Any]) -> dict[str, Any]:
+    """A reader's plain description with its numpy columns as lists (what the cache pickles and loads)."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in plain.items()}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from pxr import Kind, Sdf, Tf, Usd, UsdGeom
+from pxr import Ar, Kind, Sdf, Tf, Usd, UsdGeom
 
 from ._binding import read_bindings
 from ._schema import is_twin_asset, read_asset, read_attributes, register
@@ -18,12 +18,17 @@ class StageError(ValueError):
     """A USD file cannot serve as a twin scene; the message names the file and why."""
 
 
-def open_stage(path: str | os.PathLike[str], *, load: str = "all") -> Usd.Stage:
+def open_stage(path: str | os.PathLike[str], *, load: str = "all",
+               session: Callable[[Sdf.Layer], Sdf.Layer | None] | None = None) -> Usd.Stage:
     """Open a USD file (``.usd/.usda/.usdc/.usdz``) with clear errors.
 
     ``load="none"`` opens with ``Usd.Stage.LoadNone`` so payloads stay unloaded
     until :func:`Usd.Stage.Load` asks for them (big scenes). A file that opens
     but holds no prims (a truncated file that kept only its header) is an error.
+    ``session(root_layer)`` may return the session layer to open the stage with
+    (the twin's live layer already in it: inserting a sublayer once the stage is
+    open resyncs the whole stage); None, or a root layer that does not open, takes
+    the plain path and its errors.
     """
     register()
     p = Path(path)
@@ -36,8 +41,19 @@ def open_stage(path: str | os.PathLike[str], *, load: str = "all") -> Usd.Stage:
     if load not in ("all", "none"):
         raise StageError(f"load must be 'all' or 'none', not {load!r}")
     policy = Usd.Stage.LoadAll if load == "all" else Usd.Stage.LoadNone
+    root = session_layer = None
+    if session is not None:
+        try:  # as Usd.Stage.Open(path) opens its root layer; a failure is reported by the plain open below
+            with Ar.ResolverContextBinder(Ar.GetResolver().CreateDefaultContextForAsset(str(p))):
+                root = Sdf.Layer.FindOrOpen(str(p))
+        except Tf.ErrorException:
+            root = None
+        session_layer = session(root) if root is not None else None
     try:
-        stage = Usd.Stage.Open(str(p), policy)
+        if session_layer is not None:
+            stage = Usd.Stage.Open(root, session_layer, policy)
+        else:
+            stage = Usd.Stage.Open(str(p), policy)
     except Tf.ErrorException as exc:
         raise StageError(f"{p}: cannot open as USD ({tf_error_text(exc)[:400]})") from None
     if stage is None:

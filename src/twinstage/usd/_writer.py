@@ -16,7 +16,9 @@ stays within ~5–10 % of a bare loop of ``spec.default = v``.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,8 @@ from pxr import Sdf, Usd, Vt
 
 from ..state import Frame, StateTable
 from ._schema import VALUE_TYPES
+from ._session import root_prim_before_open
+from ._stage import open_stage
 
 #: numpy → Vt array constructors per twin type, and the array value type names
 VT_ARRAYS = {
@@ -54,12 +58,48 @@ def create_live_layer(stage: Usd.Stage) -> Sdf.Layer:
     once the layer is on the stage resyncs the parent's whole subtree (~0.2 s at 100k
     assets), while the :class:`ColumnarWriter` turning this ``over`` into a ``def``
     later touches that one prim. An ``over`` nothing defines is not a stage prim that
-    ``Traverse`` visits.
+    ``Traverse`` visits. Inserting the layer resyncs the whole stage (~1 s at 100k
+    assets): :func:`open_live_stage` avoids that for a stage it opens.
     """
-    layer = Sdf.Layer.CreateAnonymous("twinstage-live.usda")
-    Sdf.CreatePrimInLayer(layer, state_prim_path(stage))
+    layer = _new_live_layer(state_prim_path(stage))
     stage.GetSessionLayer().subLayerPaths.insert(0, layer.identifier)
     return layer
+
+
+def _new_live_layer(state_path: Sdf.Path) -> Sdf.Layer:
+    layer = Sdf.Layer.CreateAnonymous("twinstage-live.usda")
+    Sdf.CreatePrimInLayer(layer, state_path)
+    return layer
+
+
+def open_live_stage(path: str | os.PathLike[str], *, load: str = "all") -> tuple[Usd.Stage, Sdf.Layer]:
+    """:func:`~twinstage.usd.open_stage` (same checks and errors) plus a live layer, already the session
+    layer's strongest sublayer when the stage is composed (no resync of the whole stage to insert it).
+
+    Where the root layer alone cannot say where the state prim goes
+    (:func:`._session.root_prim_before_open`), the layer is inserted after opening
+    (:func:`create_live_layer`).
+    """
+    made: list[Sdf.Layer] = []
+
+    def session(root: Sdf.Layer) -> Sdf.Layer | None:
+        base = root_prim_before_open(root)
+        if base is None:
+            return None
+        made.append(_new_live_layer(base.AppendChild(STATE_PRIM)))
+        layer = Sdf.Layer.CreateAnonymous(Path(root.identifier).stem + "-session.usda")
+        layer.subLayerPaths.append(made[0].identifier)
+        return layer
+
+    stage = open_stage(path, load=load, session=session)
+    if not made or list(stage.GetSessionLayer().subLayerPaths) != [made[0].identifier]:
+        return stage, create_live_layer(stage)
+    live = made[0]
+    want = state_prim_path(stage)
+    if live.GetPrimAtPath(want) is None:  # root_prim_before_open guessed wrong: move the over (a resync)
+        live.Clear()
+        Sdf.CreatePrimInLayer(live, want)
+    return stage, live
 
 
 def _scalar_setter(kind: str):
