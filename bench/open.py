@@ -15,7 +15,8 @@ one-time process set-up for every variant), then times:
   ``out/bench/read-cache`` primed by an untimed open: what every later open of the
   same bytes costs (calibration fits, sweeps, restarts);
 * ``phases`` (information) — the steps of opening one by one, in one subprocess:
-  ``open_stage``, ``read_twin`` (warm cache), ``StateTable``, the LiveWriter's and
+  ``open_live_stage`` (the stage with its live layer, as ``twinstage.open`` opens it),
+  ``read_twin`` (warm cache), ``StateTable``, the LiveWriter's and
   the ColumnarWriter's ``bind``; and at ≤ 10k assets the prim-by-prim reader
   (``twin_prims`` + ``read_asset`` + ``read_attributes``) that ``read_twin`` replaces.
 
@@ -59,7 +60,7 @@ def _child(variant: str, path: str) -> None:
     import twinstage.runtime  # noqa: F401
     from twinstage.state import StateTable
     from twinstage.usd import open_stage, read_asset, read_attributes, read_twin, twin_prims
-    from twinstage.usd._writer import ColumnarWriter, LiveWriter, create_live_layer
+    from twinstage.usd._writer import ColumnarWriter, LiveWriter, open_live_stage
 
     def rss_mb() -> float:
         """Peak RSS of this process (VmHWM: unlike ru_maxrss it does not inherit the parent's peak across exec)."""
@@ -104,7 +105,7 @@ def _child(variant: str, path: str) -> None:
     elif variant == "phases":
         ph = {}
         t = time.perf_counter()
-        stage = open_stage(path)
+        stage, layer = open_live_stage(path)  # as twinstage.open: the live layer in the session layer before composing
         ph["open_stage"] = time.perf_counter() - t
         t = time.perf_counter()
         desc = read_twin(stage)
@@ -113,7 +114,6 @@ def _child(variant: str, path: str) -> None:
         table = StateTable(desc.prims, desc.declarations)
         ph["table"] = time.perf_counter() - t
         t = time.perf_counter()
-        layer = create_live_layer(stage)
         LiveWriter().bind(stage, table, layer)
         ph["live_bind"] = time.perf_counter() - t
         t = time.perf_counter()

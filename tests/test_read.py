@@ -371,6 +371,7 @@ def test_a_live_layer_with_an_opinion_is_not_served_from_the_description(pump_sc
     elif opinion == "metadata":
         assert "/Testbed/Valve1" not in {a.path for a in got.assets}
 
+
 def test_a_malformed_or_wrong_description_entry_is_a_miss(pump_scene, tmp_path):
     stage = open_stage(pump_scene)
     want = _reference(stage)

@@ -97,7 +97,7 @@ class StateTable:
                     raise StateError(f"twin:{name} declared twice on one prim")
             tsel = cols.template_of[sel]
             first = T[int(tsel[0])]
-            for field, what in ((1, "type"), (2, "unit")):
+            for field in (1, 2):  # type, unit
                 other = np.asarray([t[field] != first[field] for t in T], bool)[tsel]
                 if other.any():
                     r = int(np.argmax(other))
