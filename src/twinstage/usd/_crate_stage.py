@@ -237,8 +237,8 @@ class _Layer:
         if (roots < 0).any():
             raise NotCovered("a root child without a spec")
         stack = [iter(roots.tolist())]
-        children, prim_path, spec_of_path = self.children, self.prim_path, self.spec_of_path
-        vis, inst, children = visible.tolist(), is_instance.tolist(), children.tolist()
+        prim_path, spec_of_path = self.prim_path, self.spec_of_path
+        vis, inst, children = visible.tolist(), is_instance.tolist(), self.children.tolist()
         while stack:
             for s in stack[-1]:
                 if s < 0 or not vis[s]:
